@@ -1,0 +1,1 @@
+"""The wire protocol: pydantic models for every request, reply and event."""
