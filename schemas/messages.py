@@ -34,7 +34,7 @@ __all__ = [
 
 MAX_PROMPT_CHARS = 2000
 MAX_OTIO_CHARS = 32 * 1024 * 1024
-MAX_DURATION_S = 3600.0
+MAX_DURATION_S = 600.0
 MAX_SEED = 2**63 - 1
 
 JobId = Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS, pattern=r"^[A-Za-z0-9._:\-]+$")]

@@ -1,0 +1,349 @@
+"""The V2A Bridge client: what Blender's and Resolve's plugins and the `v2a` command use to talk
+to the daemon.
+
+Depends on pyzmq, msgpack and the standard library only (it runs inside the hosts' Python), and
+imports its framing relatively, so a plugin can vendor ``bridge/client.py`` and ``bridge/wire.py``
+as a package of its own.
+
+Two ways to use it:
+
+- scripts block: ``event = client.generate("shot.mov", 0.0, 4.0, prompt="rain")`` returns the
+  `result` event (``event.blobs[0]`` is the WAV file) or raises `DaemonError`;
+- host UIs never block: ``rid = client.submit("generate", body)`` then, from a timer,
+  ``for event in client.poll(): ...`` until an event with ``event.final`` arrives.
+
+Silence is not trusted: a request that gets no answer within `timeout` seconds raises
+`DaemonUnavailable` (whose message says how to start the daemon); while waiting for a long job
+the client pings the daemon whenever it has been quiet that long.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import zmq
+
+from .wire import PROTOCOL_VERSION, WireError, decode, encode, make_header
+
+__all__ = [
+    "Client", "Event", "V2AError", "DaemonUnavailable", "DaemonError", "ProtocolMismatch",
+    "WaitTimeout", "DEFAULT_ENDPOINT",
+]
+
+DEFAULT_ENDPOINT = os.environ.get("V2A_ENDPOINT", "tcp://127.0.0.1:5755")
+MAX_REPLY_BYTES = 1024 * 1024 * 1024
+"""Replies carry audio: a 10-minute stereo 24-bit WAV is ~170 MB."""
+NON_FINAL_EVENTS = frozenset({"accepted", "progress", "clip_done"})
+
+
+class V2AError(Exception):
+    """Base of every error this client raises."""
+
+
+class DaemonUnavailable(V2AError):
+    """Nothing answered at the endpoint in time."""
+
+    def __init__(self, endpoint: str, timeout: float):
+        super().__init__(
+            f"No V2A daemon answered at {endpoint} within {timeout:g} s. Start one with "
+            f"`v2a-daemon --bind {endpoint}`, or run `v2a --endpoint {endpoint} status`, which "
+            "starts a local daemon in the background and says where its log is."
+        )
+        self.endpoint = endpoint
+
+
+class ProtocolMismatch(V2AError):
+    """The daemon speaks another protocol version; the message names both."""
+
+
+class WaitTimeout(V2AError, TimeoutError):
+    """`wait(..., timeout=...)` ran out; the job goes on in the daemon (fetch it later)."""
+
+
+class DaemonError(V2AError):
+    """The daemon answered with an `error` event: `code` (see schemas ERROR_CODES), `message`
+    (what to do) and the `clip` it concerns, if any."""
+
+    def __init__(self, code: str, message: str, clip: str | None = None):
+        super().__init__(f"{code}: {message}" + (f" (clip {clip})" if clip else ""))
+        self.code = code
+        self.message = message
+        self.clip = clip
+
+
+@dataclass
+class Event:
+    """One message from the daemon about request `id`."""
+
+    id: str
+    type: str
+    body: dict
+    blobs: list[bytes] = field(default_factory=list)
+
+    @property
+    def final(self) -> bool:
+        """True for the last event of a request (result, error or a reply)."""
+        return self.type not in NON_FINAL_EVENTS
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Client:
+    """A DEALER connection to one daemon. Not thread-safe: use it from one thread."""
+
+    def __init__(
+        self,
+        endpoint: str = DEFAULT_ENDPOINT,
+        *,
+        session: str | None = None,
+        timeout: float = 10.0,
+        curve_keys_dir: str | os.PathLike | None = None,
+        context: zmq.Context | None = None,
+    ):
+        self.endpoint = endpoint
+        self.session = session or f"s-{uuid.uuid4().hex[:12]}"
+        self.timeout = float(timeout)
+        self.curve_keys_dir = curve_keys_dir
+        self._context = context or zmq.Context.instance()
+        self._events: deque[Event] = deque()
+        self._socket: zmq.Socket | None = None
+        self._connect()
+
+    # --- connection ------------------------------------------------------------------------
+
+    def _connect(self) -> None:
+        sock = self._context.socket(zmq.DEALER)
+        sock.linger = 0
+        sock.maxmsgsize = MAX_REPLY_BYTES
+        if self.curve_keys_dir is not None:
+            self._use_curve(sock, self.curve_keys_dir)
+        sock.connect(self.endpoint)
+        self._socket = sock
+
+    @staticmethod
+    def _use_curve(sock: zmq.Socket, directory) -> None:
+        import zmq.auth  # only on the CURVE path; plain loopback use needs none of it
+
+        root = os.fspath(directory)
+        server_public, _ = zmq.auth.load_certificate(os.path.join(root, "server.key"))
+        public, secret = zmq.auth.load_certificate(os.path.join(root, "client.key_secret"))
+        sock.curve_serverkey = server_public
+        sock.curve_publickey = public
+        sock.curve_secretkey = secret
+
+    def _reset(self) -> None:
+        """Drop the socket so requests queued for a dead daemon are not delivered later."""
+        if self._socket is not None:
+            self._socket.close(0)
+        self._connect()
+
+    def close(self) -> None:
+        if self._socket is not None:
+            self._socket.close(0)
+            self._socket = None
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- the asynchronous core -------------------------------------------------------------
+
+    def submit(
+        self, type: str, body: dict | None = None, *, priority: int = 0, request_id: str | None = None
+    ) -> str:
+        """Send a request without waiting; returns its id. Re-sending an id the daemon knows
+        re-attaches to that job instead of starting another."""
+        rid = request_id or new_request_id()
+        header = make_header(rid, type, session=self.session, priority=priority or None)
+        self._socket.send_multipart(encode(header, body or {}), copy=False)
+        return rid
+
+    def poll(self, timeout: float = 0.0) -> list[Event]:
+        """Every event that has arrived (waiting up to `timeout` s for the first); never blocks
+        with the default timeout of 0, so host UI timers can call it."""
+        self._receive(timeout)
+        events = list(self._events)
+        self._events.clear()
+        return events
+
+    def wait(
+        self,
+        request_id: str,
+        *,
+        on_event: Callable[[Event], None] | None = None,
+        timeout: float | None = None,
+    ) -> Event:
+        """Block until `request_id` ends; every event of it goes to `on_event`. Returns the
+        final event; raises DaemonError for an `error`, DaemonUnavailable when the daemon stops
+        answering pings, WaitTimeout after `timeout` seconds (the job itself goes on)."""
+        return self._wait(request_id, on_event=on_event, timeout=timeout, liveness=True)
+
+    def _wait(self, request_id, *, on_event=None, timeout=None, liveness=True) -> Event:
+        now = time.monotonic()
+        deadline = None if timeout is None else now + timeout
+        last_heard = now
+        while True:
+            event = self._take(request_id)
+            if event is not None:
+                last_heard = time.monotonic()
+                if on_event is not None:
+                    on_event(event)
+                if event.final:
+                    if event.type == "error":
+                        raise _error_from(event)
+                    return event
+                continue
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                if not liveness:
+                    self._reset()
+                    raise DaemonUnavailable(self.endpoint, timeout)
+                raise WaitTimeout(
+                    f"no result for {request_id} within {timeout:g} s; the job goes on in the "
+                    f"daemon: fetch it later with fetch({request_id!r})"
+                )
+            if liveness and now - last_heard >= self.timeout:
+                self.ping()  # raises DaemonUnavailable if the daemon is gone
+                last_heard = time.monotonic()
+                continue
+            slices = [self.timeout - (now - last_heard)]
+            if deadline is not None:
+                slices.append(deadline - now)
+            if self._receive(max(0.0, min(slices))):
+                last_heard = time.monotonic()
+
+    def _take(self, request_id: str) -> Event | None:
+        for index, event in enumerate(self._events):
+            if event.id == request_id:
+                del self._events[index]
+                return event
+        return None
+
+    def _receive(self, timeout: float) -> bool:
+        """Read everything waiting, after up to `timeout` s for the first message."""
+        sock = self._socket
+        if not sock.poll(int(timeout * 1000) if timeout > 0 else 0, zmq.POLLIN):
+            return False
+        while True:
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return True
+            try:
+                message = decode(frames, max_message_bytes=MAX_REPLY_BYTES)
+            except WireError as exc:
+                if exc.code == "version_mismatch":
+                    detail = exc.message.body.get("message") if exc.message is not None else None
+                    raise ProtocolMismatch(
+                        f"{exc.text}" + (f" (the daemon says: {detail})" if detail else "")
+                    ) from None
+                raise V2AError(f"unreadable message from the daemon at {self.endpoint}: {exc}") from None
+            self._events.append(Event(message.id, message.type, message.body, message.blobs))
+
+    def request(self, type: str, body: dict | None = None, *, timeout: float | None = None) -> Event:
+        """Send a request and return its final event; no answer within `timeout` (default:
+        the client's) means the daemon is unavailable."""
+        rid = self.submit(type, body)
+        return self._wait(rid, timeout=self.timeout if timeout is None else timeout, liveness=False)
+
+    # --- blocking conveniences ---------------------------------------------------------------
+
+    def ping(self) -> float:
+        """Round trip in seconds."""
+        started = time.perf_counter()
+        event = self.request("ping")
+        if event.body.get("protocol") != PROTOCOL_VERSION:
+            raise ProtocolMismatch(
+                f"the daemon speaks V2A protocol {event.body.get('protocol')}, this client "
+                f"speaks {PROTOCOL_VERSION}"
+            )
+        return time.perf_counter() - started
+
+    def status(self) -> dict:
+        return self.request("status").body
+
+    def generate(
+        self,
+        media: str,
+        start: float,
+        end: float,
+        *,
+        prompt: str = "",
+        negative_prompt: str = "",
+        seed: int = 0,
+        steps: int = 25,
+        cfg: float = 4.5,
+        image_rate: float | None = None,
+        start_number: int | None = None,
+        priority: int = 0,
+        request_id: str | None = None,
+        on_event: Callable[[Event], None] | None = None,
+    ) -> Event:
+        """Sound for `start`..`end` seconds of `media` (a path on the daemon's machine).
+        Returns the result event: ``body`` describes the audio, ``blobs[0]`` is the WAV file."""
+        body = {
+            "media": media, "start": float(start), "end": float(end), "prompt": prompt,
+            "negative_prompt": negative_prompt, "seed": int(seed), "steps": int(steps),
+            "cfg": float(cfg),
+        }
+        if image_rate is not None:
+            body["image_rate"] = float(image_rate)
+        if start_number is not None:
+            body["start_number"] = int(start_number)
+        rid = self.submit("generate", body, priority=priority, request_id=request_id)
+        return self.wait(rid, on_event=on_event)
+
+    def generate_timeline(
+        self,
+        otio_json: str,
+        media_dir: str,
+        *,
+        on_event: Callable[[Event], None] | None = None,
+        priority: int = 0,
+        request_id: str | None = None,
+        **options,
+    ) -> Event:
+        """Sound for a whole OTIO timeline; options: prompt, negative_prompt, mode, takes,
+        seed, steps, cfg, track, stems, resolve. Returns the result event (OTIO + placements)."""
+        body = {"otio": otio_json, "media_dir": os.fspath(media_dir), **options}
+        rid = self.submit("generate_timeline", body, priority=priority, request_id=request_id)
+        return self.wait(rid, on_event=on_event)
+
+    def cancel(self, request_id: str) -> dict:
+        return self.request("cancel", {"id": request_id}).body
+
+    def fetch(self, request_id: str) -> Event:
+        """A finished job's final event (also after a daemon restart); DaemonError if it
+        failed, or `not_ready` while it still runs."""
+        return self.request("fetch", {"id": request_id})
+
+    def list_jobs(self, session: str | None = None, limit: int = 100) -> list[dict]:
+        body: dict = {"limit": limit}
+        if session is not None:
+            body["session"] = session
+        return self.request("list_jobs", body).body["jobs"]
+
+    def unload(self) -> dict:
+        """Free the model's memory (after the running job, if any)."""
+        return self.wait(self.submit("unload")).body
+
+    def shutdown(self, *, finish_running: bool = False) -> dict:
+        return self.request("shutdown", {"finish_running": finish_running}).body
+
+
+def _error_from(event: Event) -> V2AError:
+    body = event.body
+    if body.get("code") == "version_mismatch":
+        return ProtocolMismatch(body.get("message", "protocol version mismatch"))
+    return DaemonError(
+        str(body.get("code", "internal")), str(body.get("message", "")), body.get("clip")
+    )
