@@ -135,3 +135,31 @@ def _write_png(path: Path, img: np.ndarray) -> None:
             out.mux(packet)
         for packet in stream.encode():
             out.mux(packet)
+
+
+def relink(tl: otio.schema.Timeline, folder: Path, *, origin_tc: bool = True) -> dict[str, float]:
+    """Point every picture clip of `tl` at a movie in `folder` (one per source name), long enough
+    for what the clip shows plus dissolve handles. Returns {path: seconds needed}. Clips whose
+    source starts past 01:00:00:00 get media starting at that timecode, like camera files."""
+    import re
+
+    need: dict[str, float] = {}
+    for c in tl.find_clips():
+        ref = c.media_reference
+        if isinstance(ref, otio.schema.GeneratorReference):
+            continue
+        sr = c.source_range or c.available_range()
+        rate = sr.duration.rate
+        avail = ref.available_range if ref is not None else None
+        if avail is None:
+            # A second of media before and after what the clip shows (dissolve handles).
+            origin = 86400 * rate / 24 if origin_tc and sr.start_time.value >= 86400 * rate / 24 else 0
+            origin = min(origin, sr.start_time.value - rate)
+            avail = rng(origin, sr.end_time_exclusive().value - origin + rate, rate)
+        base = re.sub(r"[^A-Za-z0-9]+", "_", (c.name or "clip"))[:40] or "clip"
+        if ref is not None and getattr(ref, "target_url", None):
+            base = re.sub(r"[^A-Za-z0-9]+", "_", Path(ref.target_url).stem)[:40]
+        path = str(folder / f"{base}.mp4")
+        c.media_reference = otio.schema.ExternalReference(target_url=path, available_range=avail)
+        need[path] = max(need.get(path, 0.0), float(avail.duration.value / rate) + 0.5)
+    return need
