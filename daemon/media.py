@@ -146,7 +146,7 @@ def decode_range(
         raise MediaError(f"FFmpeg failed decoding {segment.media!r}: {exc}") from exc
     finally:
         container.close()
-    if not frames:
+    if not frames or start >= frames[-1][0] + frame_duration:
         raise MediaError(
             f"no picture at {float(start):.3f} s in {segment.media!r}: the range is past the end "
             "of the file; check the clip's source range"

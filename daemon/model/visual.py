@@ -157,8 +157,17 @@ class Picture:
         """Index into `images` of the frame on screen at output time t (the last picture
         holds past the end)."""
         piece = self._piece_at(t)
-        local = min(t - piece.offset, piece.duration)
-        return piece.first + piece.frames.shown_at(piece.start + piece.speed * local)
+        if t - piece.offset < piece.duration:
+            return piece.first + piece.frames.shown_at(piece.start + piece.speed * (t - piece.offset))
+        return self._last_shown(piece)
+
+    @staticmethod
+    def _last_shown(piece: _Piece) -> int:
+        """The frame on screen just before the piece ends (not the one that would start at
+        its end)."""
+        end = piece.start + piece.speed * piece.duration
+        step = 2 * TIME_SLACK * (1 if piece.speed > 0 else -1 if piece.speed < 0 else 0)
+        return piece.first + piece.frames.shown_at(end - step)
 
     def frames_at(self, rate: Fraction, count: int) -> np.ndarray:
         """Indices of the frames on screen at output instants k / rate, k < count."""
@@ -194,9 +203,7 @@ class Picture:
                     if piece.speed < 0:
                         before, after = after, before
                     events.append((tau, before, after))
-            previous_last = piece.first + piece.frames.shown_at(
-                piece.start + piece.speed * piece.duration - TIME_SLACK * abs(piece.speed)
-            )
+            previous_last = self._last_shown(piece)
         events.sort(key=lambda e: e[0])
         return events
 
@@ -214,6 +221,40 @@ def _shrink(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 # Weight-free measurements
 
 GRID = 4
+
+SYNC_LAYOUT = {
+    # appearance of the frame on screen at the instant
+    "luma_grid": slice(0, 16),
+    "chroma_u": slice(16, 20),
+    "chroma_v": slice(20, 24),
+    "luma_mean": slice(24, 25),
+    "luma_spread": slice(25, 26),
+    "rgb_mean": slice(26, 29),
+    "edge_quadrants": slice(29, 33),
+    "edge_x": slice(33, 34),
+    "edge_y": slice(34, 35),
+    # changes of picture during the frame
+    "motion_grid": slice(35, 51),
+    "difference": slice(51, 52),
+    "histogram_change": slice(52, 53),
+    "luma_change": slice(53, 54),
+    "flow": slice(54, 56),
+    "flow_quadrants": slice(56, 64),
+}
+"""Which columns of a sync feature vector hold what (names for tests and for reading)."""
+
+CLIP_LAYOUT = {
+    **{k: v for k, v in SYNC_LAYOUT.items() if v.stop <= 35},
+    "motion_quadrants": slice(35, 39),
+    "difference": slice(39, 40),
+    "histogram_change": slice(40, 41),
+    "luma_change": slice(41, 42),
+    "flow": slice(42, 44),
+    "motion_grid_1s": slice(44, 60),
+    "difference_1s": slice(60, 61),
+    "histogram_change_1s": slice(61, 62),
+    "flow_1s": slice(62, 64),
+}
 # Fixed normalisation constants (typical scales on real footage and the procedural world).
 LUMA_CENTRE, LUMA_SCALE = 0.45, 0.25
 CHROMA_SCALE = 0.1

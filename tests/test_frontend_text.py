@@ -1,0 +1,56 @@
+"""The MiniLM text front end: offline, deterministic, fixed shapes, cut prompts warned about."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from daemon.model.text import MiniLMText, TextEncoder
+
+
+@pytest.fixture(scope="module")
+def encoder() -> MiniLMText:
+    return MiniLMText()
+
+
+def test_token_states_and_pooled_vector_have_the_network_shapes(encoder):
+    assert isinstance(encoder, TextEncoder)
+    features = encoder.encode(["glass shatters on a stone floor", ""])
+    assert features.tokens.shape == (2, 32, 384) and features.tokens.dtype == torch.float32
+    assert features.pooled.shape == (2, 384)
+    torch.testing.assert_close(features.pooled.norm(dim=-1), torch.ones(2))
+
+
+def test_encodings_are_deterministic_across_instances_and_batches(encoder):
+    prompts = ["footsteps on gravel", "rain on a tin roof", ""]
+    first = encoder.encode(prompts)
+    fresh = MiniLMText().encode(list(reversed(prompts)))
+    torch.testing.assert_close(first.tokens, fresh.tokens.flip(0), rtol=0, atol=1e-5)
+    torch.testing.assert_close(first.pooled, fresh.pooled.flip(0), rtol=0, atol=1e-6)
+
+
+def test_the_empty_prompt_is_encoded_like_any_other(encoder):
+    empty = encoder.encode([""])
+    assert bool(empty.tokens.abs().sum() > 0)
+    other = encoder.encode(["a door slams"])
+    assert not torch.allclose(empty.tokens, other.tokens)
+    # Similar prompts are closer than unrelated ones: the features carry meaning.
+    a, b, c = encoder.encode(["a dog barks", "a puppy barking", "ocean waves at night"]).pooled
+    assert float(a @ b) > float(a @ c) + 0.2
+
+
+def test_cached_results_cannot_be_changed_by_the_caller(encoder):
+    features = encoder.encode(["wind through trees"])
+    features.tokens.zero_()
+    again = encoder.encode(["wind through trees"])
+    assert bool(again.tokens.abs().sum() > 0)
+
+
+def test_long_prompts_are_cut_with_a_warning(encoder, caplog):
+    long_prompt = " ".join(["a heavy wooden door slams shut in an empty hall"] * 6)
+    with caplog.at_level(logging.WARNING, logger="daemon.model.text"):
+        features = encoder.encode([long_prompt])
+    assert features.tokens.shape == (1, 32, 384)
+    assert any("prompt cut to 30" in r.getMessage() for r in caplog.records)
