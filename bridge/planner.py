@@ -18,7 +18,7 @@ from __future__ import annotations
 import bisect
 import re
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from functools import lru_cache
@@ -475,9 +475,24 @@ def timeline_rate(timeline: otio.schema.Timeline) -> float:
     return timeline.duration().rate
 
 
-def _media_of(piece: _Piece) -> tuple[dict, tuple[str, str] | None]:
+MediaCheck = Callable[[str, int | None], str | None]
+"""media_check(path or printf pattern, first frame number or None) -> None when readable, else
+a message saying what is wrong. The daemon passes one that looks at its files."""
+
+
+def _media_of(piece: _Piece, media_check: MediaCheck | None) -> tuple[dict, tuple[str, str] | None]:
     """Segment arguments for the clip's media (path, image-sequence fields, origin), or an
     error (code, message) for a clip that has no usable media."""
+    found, error = _reference_of(piece)
+    if error is None and media_check is not None:
+        problem = media_check(found["media"], found.get("start_number"))
+        if problem:
+            name = piece.clip.name or piece.path
+            error = ("media_error", f"clip {name!r}: {problem}")
+    return found, error
+
+
+def _reference_of(piece: _Piece) -> tuple[dict, tuple[str, str] | None]:
     clip = piece.clip
     ref = clip.media_reference
     name = clip.name or piece.path
@@ -532,8 +547,15 @@ def _driving_layers(timeline: otio.schema.Timeline, track: int | None):
     return [t for _, t in videos], [names[i] for i, _ in videos]
 
 
-def plan_timeline(timeline: otio.schema.Timeline, options: PlanOptions | None = None) -> TimelinePlan:
-    """One job per visible clip (mode `clip`) or per unbroken run of picture (`continuous`)."""
+def plan_timeline(
+    timeline: otio.schema.Timeline,
+    options: PlanOptions | None = None,
+    *,
+    media_check: MediaCheck | None = None,
+) -> TimelinePlan:
+    """One job per visible clip (mode `clip`) or per unbroken run of picture (`continuous`).
+    `media_check` marks clips whose files cannot be read as failed before anything runs (in
+    continuous mode such a clip also ends the run)."""
     options = options or PlanOptions()
     if options.mode not in MODES:
         raise TimelineError(f"mode {options.mode!r} is not one of {', '.join(MODES)}")
@@ -556,7 +578,7 @@ def plan_timeline(timeline: otio.schema.Timeline, options: PlanOptions | None = 
         names=[n for _, n in layers_on],
     )
     pieces.sort(key=lambda p: p.rec_start)
-    media = [_media_of(p) for p in pieces]
+    media = [_media_of(p, media_check) for p in pieces]
     if options.mode == "clip":
         _give_handles(pieces, media)
         jobs, crossfades = _clip_jobs(pieces, media, options)

@@ -65,6 +65,7 @@ def run_generate_timeline(ctx) -> dict:
                 mode=req.mode,
                 track=req.track,
             ),
+            media_check=check_media,
         )
     except TimelineError as exc:
         raise JobFailed("invalid_request", str(exc)) from exc
@@ -140,6 +141,19 @@ def run_generate_timeline(ctx) -> dict:
         "failed": failed,
         "clips": count,
     }
+
+
+def check_media(media: str, start_number: int | None) -> str | None:
+    """None when the daemon can read `media` (a file, or an image sequence's first frame)."""
+    path = media % start_number if start_number is not None else media
+    if not os.path.exists(path):
+        what = "image sequence frame" if start_number is not None else "media file"
+        return f"{what} not found: {path}; relink the clip or check the path on the daemon's machine"
+    if not os.path.isfile(path):
+        return f"media is not a file: {path}"
+    if not os.access(path, os.R_OK):
+        return f"media file cannot be read (permissions): {path}"
+    return None
 
 
 def _deliver_known(ctx, work: list[_Work], states, count) -> list[_Work]:

@@ -1,0 +1,243 @@
+"""`generate_timeline` end to end: a real daemon (ZeroMQ, job queue, worker, store) running the
+small test engine, real movie files, real WAVs written into media_dir, OTIO back."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import opentimelineio as otio
+import pytest
+import soundfile as sf
+
+from bridge.client import Client, DaemonError
+from bridge.planner import media_path, read_timeline, seconds
+from bridge.timeline_output import is_generated_track
+from daemon.server import Server, ServerConfig
+from tests.engines import ToneEngine
+from tests.timeline_kit import (
+    clip,
+    dissolve,
+    gap,
+    marker,
+    relink,
+    rng,
+    timeline,
+    track,
+    write_image_sequence,
+    write_movie,
+)
+
+DATA = Path(__file__).parent / "data" / "otio"
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory):
+    engine = ToneEngine()
+    server = Server(
+        ServerConfig(bind="tcp://127.0.0.1:0", device="cpu", cache_dir=tmp_path_factory.mktemp("cache")),
+        engine,
+    )
+    server.start()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    client = Client(server.endpoint, timeout=30.0)
+    yield client, engine
+    client.close()
+    server.request_stop()
+    server.stopped.wait(10)
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("media")
+    return {
+        "a": str(write_movie(folder / "a.mp4", 4.0)),
+        "b": str(write_movie(folder / "b.mp4", 4.0)),
+        "c": str(write_movie(folder / "c.mp4", 3.0, rate=25)),
+    }
+
+
+def edit(media, *, b_start=12, b_marker=None):
+    markers = [marker(b_marker)] if b_marker else []
+    return timeline(
+        track(
+            clip("A", 12, 24, media=media["a"], avail=(0, 96)),
+            dissolve(4, 4),
+            clip("B", b_start, 24, media=media["b"], avail=(0, 96), markers=markers),
+            gap(12),
+            clip("C", 25, 25, rate=25, media=media["c"], avail=(0, 75)),
+            clip("offline", 0, 12, media="/nowhere/missing.mov"),
+        )
+    )
+
+
+def run(client, tl, media_dir, **options):
+    events = []
+    result = client.generate_timeline(
+        otio.adapters.write_to_string(tl, "otio_json"),
+        str(media_dir),
+        on_event=events.append,
+        steps=options.pop("steps", 2),
+        **options,
+    )
+    return result.body, events
+
+
+def test_timeline_end_to_end(daemon, media, tmp_path):
+    client, _ = daemon
+    tl = edit(media)
+    body, events = run(client, tl, tmp_path / "wavs", prompt="wind", seed=3)
+    assert body["clips"] == 4 and body["rate"] == 24.0
+    assert [f["clip"] for f in body["failed"]] == ["offline [V1/6]"]
+    assert "not found" in body["failed"][0]["message"]
+    done = [e.body for e in events if e.type == "clip_done"]
+    assert sorted(d["index"] for d in done) == [0, 1, 2] and not any(d["cached"] for d in done)
+    assert any(e.type == "progress" and e.body["stage"] == "sampling" for e in events)
+    out = otio.adapters.read_from_string(body["otio"])
+    (v2a,) = [t for t in out.tracks if is_generated_track(t)]
+    assert [type(x).__name__ for x in v2a] == ["Clip", "Transition", "Clip", "Gap", "Clip"]
+    video = [c for c in out.tracks[0].find_clips()][:3]
+    for v, a, p in zip(video, v2a.find_clips(), body["placements"], strict=True):
+        assert a.trimmed_range_in_parent() == v.trimmed_range_in_parent()
+        path = media_path(a.media_reference.target_url)
+        assert Path(path).parent == tmp_path / "wavs" and p["file"] == path
+        info = sf.info(path)
+        assert info.samplerate == 48000 and info.subtype == "PCM_24"
+        assert info.frames == a.media_reference.available_range.duration.value
+        head = seconds(a.source_range.start_time)
+        want = round((seconds(v.trimmed_range_in_parent().duration) + head) * 48000)
+        assert info.frames >= want  # clip plus its dissolve handles
+        assert a.metadata["v2a"]["prompt"] == "wind" and a.metadata["v2a"]["model"] == "tone-test"
+    assert [p["record_start"] for p in body["placements"]] == [0, 24, 60]
+    assert [p["source_in"] for p in body["placements"]] == [0, 4, 0]
+    assert not list((tmp_path / "wavs").glob(".v2a-*"))
+
+
+def test_incremental_rerun(daemon, media, tmp_path):
+    client, engine = daemon
+    wavs = tmp_path / "wavs"
+    run(client, edit(media), wavs)
+    before = len(engine.calls)
+    body, events = run(client, edit(media), wavs)
+    assert len(engine.calls) == before  # nothing regenerated
+    assert all(e.body["cached"] for e in events if e.type == "clip_done")
+    # Move B's in point and give C... nothing: only B is made again.
+    body, events = run(client, edit(media, b_start=20), wavs)
+    assert len(engine.calls) == before + 1
+    cached = {e.body["clip"]: e.body["cached"] for e in events if e.type == "clip_done"}
+    assert cached == {"A [V1/1]": True, "B [V1/3]": False, "C [V1/5]": True}
+    # A prompt written on B: again only B.
+    body, events = run(client, edit(media, b_marker="v2a: door"), wavs)
+    assert len(engine.calls) == before + 2 and engine.calls[-1].prompt == "door"
+    # Another media_dir: the daemon's cache still has every take, no engine call.
+    body, events = run(client, edit(media), tmp_path / "elsewhere")
+    assert len(engine.calls) == before + 2
+    assert len(list((tmp_path / "elsewhere").glob("*.wav"))) == 3
+
+
+def test_changed_media_content_regenerates(daemon, tmp_path):
+    client, engine = daemon
+    path = write_movie(tmp_path / "m.mp4", 2.0)
+    tl = timeline(track(clip("M", 0, 24, media=str(path), avail=(0, 48))))
+    run(client, tl, tmp_path / "w")
+    n = len(engine.calls)
+    time.sleep(0.01)
+    write_movie(path, 2.0, size=(16, 16))  # same name, new picture
+    run(client, tl, tmp_path / "w")
+    assert len(engine.calls) == n + 1
+
+
+def test_takes(daemon, media, tmp_path):
+    client, _ = daemon
+    tl = timeline(track(clip("A", 0, 24, media=media["a"], avail=(0, 96))))
+    body, events = run(client, tl, tmp_path, takes=3, seed=10)
+    (done,) = [e.body for e in events if e.type == "clip_done"]
+    assert len(done["files"]) == 3 and len(set(done["files"])) == 3
+    (c,) = otio.adapters.read_from_string(body["otio"]).tracks[-1].find_clips()
+    assert sorted(c.media_references()) == ["take1", "take2", "take3"]
+    assert [p["take"] for p in body["placements"]] == [1, 2, 3]
+
+
+def test_continuous_mode_one_generation_across_cuts(daemon, media, tmp_path):
+    client, engine = daemon
+    tl = edit(media)
+    n = len(engine.calls)
+    body, _ = run(client, tl, tmp_path, mode="continuous", seed=99)
+    ab, c = engine.calls[n:]
+    assert len(ab.segments) == 2  # A and B, cut-aware; the gap ends the run
+    assert ab.cut_times == pytest.approx((1.0,))
+    assert len(c.segments) == 1  # the offline clip after C ends that run too
+    assert [f["clip"] for f in body["failed"]] == ["offline [V1/6]"]
+    assert [(p["record_start"], p["duration"]) for p in body["placements"]] == [(0, 48), (60, 24)]
+
+
+def test_image_sequence_media(daemon, tmp_path):
+    client, engine = daemon
+    pattern = write_image_sequence(tmp_path / "plate", "sh010.", 1001, 30)
+    ref = otio.schema.ImageSequenceReference(
+        target_url_base=str(tmp_path / "plate") + "/",
+        name_prefix="sh010.",
+        name_suffix=".png",
+        start_frame=1001,
+        frame_zero_padding=4,
+        rate=24,
+        available_range=rng(1001, 30),
+    )
+    tl = timeline(track(clip("plate", 1005, 12, reference=ref)))
+    body, _ = run(client, tl, tmp_path / "w")
+    assert not body["failed"]
+    (seg,) = engine.calls[-1].segments
+    assert seg.media == pattern and seg.start_number == 1001 and seg.start == pytest.approx(4 / 24)
+
+
+def test_cancel_leaves_no_partial_files(daemon, media, tmp_path):
+    client, engine = daemon
+    tl = timeline(track(*[clip(f"S{i}", i, 24, media=media["a"], avail=(0, 96)) for i in range(4)]))
+    engine.hold = True
+    engine.release.clear()
+    engine.started.clear()
+    rid = client.submit(
+        "generate_timeline",
+        {"otio": otio.adapters.write_to_string(tl, "otio_json"), "media_dir": str(tmp_path), "steps": 3},
+    )
+    assert engine.started.wait(10)
+    client.cancel(rid)
+    try:
+        with pytest.raises(DaemonError) as err:
+            client.wait(rid, timeout=20)
+        assert err.value.code == "cancelled"
+    finally:
+        engine.hold = False
+        engine.release.set()
+    assert not [p for p in os.listdir(tmp_path) if not p.endswith(".wav")]
+
+
+def test_bad_timeline_is_a_clear_error(daemon, tmp_path):
+    client, _ = daemon
+    with pytest.raises(DaemonError) as err:
+        client.generate_timeline('{"OTIO_SCHEMA": "Nonsense.1"}', str(tmp_path))
+    assert err.value.code == "invalid_request"
+    tl = timeline(track(clip("A", 0, 24, media="/x.mov")))
+    with pytest.raises(DaemonError, match="V1"):
+        client.generate_timeline(otio.adapters.write_to_string(tl, "otio_json"), str(tmp_path), track=3)
+
+
+@pytest.mark.parametrize("name", ["transition_test.otio", "simple_cut.otio", "screening_example.otio"])
+def test_real_samples_through_the_daemon(daemon, tmp_path, name):
+    client, _ = daemon
+    tl = read_timeline(DATA / name)
+    for path, secs in relink(tl, tmp_path / "media").items():
+        write_movie(Path(path), secs, size=(16, 16))
+    body, _ = run(client, tl, tmp_path / "wavs", steps=1)
+    assert not body["failed"]
+    out = otio.adapters.read_from_string(body["otio"])
+    video = list(out.tracks[0].find_clips())
+    audio = list(out.tracks[-1].find_clips())
+    assert len(audio) == len(video) == len(body["placements"])
+    for v, a in zip(video, audio, strict=True):
+        assert seconds(a.range_in_parent().start_time) == seconds(v.range_in_parent().start_time)
+        frames = sf.info(media_path(a.media_reference.target_url)).frames
+        assert frames == a.media_reference.available_range.duration.value
