@@ -211,16 +211,16 @@ def place_sounds(edit: Edit, placements: list[Placement], items: dict[str, objec
         if current is not None and _unique_id(current) != _unique_id(edit.timeline):
             edit.project.SetCurrentTimeline(current)
 
-    on_track: dict[int, list] = {}
-    for track in set(t for _, t in asked):
-        on_track[track] = list(edit.timeline.GetItemListInTrack("audio", track) or [])
+    on_track = {track: list(edit.timeline.GetItemListInTrack("audio", track) or [])
+                for track in {t for _, t in asked}}
+    unclaimed = {track: list(items) for track, items in on_track.items()}
     placed: list[PlacedSound] = []
     for p, track in asked:
-        landed = next((item for item in on_track[track] if _is(item, p)), None)
+        landed = next((item for item in unclaimed[track] if _is(item, p)), None)
         if landed is None:
             missed.append(MissedSound(p.clip, p.file, _why_missing(p, on_track[track])))
             continue
-        on_track[track].remove(landed)
+        unclaimed[track].remove(landed)
         placed.append(PlacedSound(p.clip, p.file, track, p.record_frame, p.duration, p.take))
     return placed, missed
 

@@ -1,0 +1,287 @@
+"""The Resolve plugin without a daemon: frame rates, settings, placing sound with Resolve's
+pitfalls, errors an editor can meet (daemon down included), the installer and the launcher."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+from bridge.client import DaemonUnavailable
+from plugins.resolve import install
+from plugins.resolve.v2a_resolve import (
+    GenerateSettings,
+    NoProjectOpen,
+    NoTimelineOpen,
+    SettingsInvalid,
+    generate_for_timeline,
+    host,
+    load_settings,
+    run_from_menu,
+)
+from plugins.resolve.v2a_resolve.rates import frames_between_rates, parse_frame_rate
+from tests.fake_resolve import FakeBmd, FakeFusion, FakeResolve, FakeUIManager
+from tests.fake_resolve.media import edit_timeline, make_movie
+
+NTSC_FILM = Fraction(24000, 1001)
+
+
+def free_endpoint() -> str:
+    """A loopback address nothing listens on: a daemon that is down."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+
+
+def write_wav(path: Path, frames: int, rate: Fraction = NTSC_FILM) -> str:
+    samples = round(frames * 48000 / rate)
+    soundfile.write(str(path), np.zeros((samples, 2), dtype=np.float32), 48000, subtype="PCM_24")
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def movies(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("resolve-plugin-media")
+    return [make_movie(str(folder / f"shot{n}.mp4"), 48) for n in range(3)]
+
+
+@pytest.fixture
+def edit(movies):
+    resolve = FakeResolve()
+    project, timeline = edit_timeline(resolve, "Scene 4", "23.976", [
+        {"path": movies[0], "record": 0, "in": 0, "out": 48},
+        {"path": movies[1], "record": 48, "in": 12, "out": 36},
+        {"path": movies[2], "record": 100, "in": 0, "out": 30},
+    ])
+    return resolve, project, timeline
+
+
+# --- frame rates and settings ---------------------------------------------------------------
+
+@pytest.mark.parametrize("setting,rate", [
+    ("23.976", NTSC_FILM), ("24", Fraction(24)), ("25", Fraction(25)),
+    ("29.97 DF", Fraction(30000, 1001)), ("29.97", Fraction(30000, 1001)),
+    ("59.94 NDF", Fraction(60000, 1001)), ("119.88", Fraction(120000, 1001)), ("50", 50),
+])
+def test_frame_rate_strings_become_exact_rates(setting, rate):
+    assert parse_frame_rate(setting) == rate
+
+
+@pytest.mark.parametrize("setting", ["", "fast", "-24", "0"])
+def test_unknown_frame_rates_say_what_to_do(setting):
+    with pytest.raises(SettingsInvalid, match="Timeline Settings"):
+        parse_frame_rate(setting)
+
+
+def test_frames_convert_between_rates_without_drift():
+    assert frames_between_rates(86400, NTSC_FILM, NTSC_FILM) == 86400
+    assert frames_between_rates(1000, NTSC_FILM, Fraction(24)) == 1001
+    assert frames_between_rates(48, Fraction(24), Fraction(48)) == 96
+
+
+def test_settings_file_is_validated_with_helpful_messages(tmp_path):
+    path = tmp_path / "V2A Generate.json"
+    assert load_settings(str(path)) == GenerateSettings()  # no file: defaults
+    path.write_text(json.dumps({"prompt": "rain", "takes": 2, "cfg": 5}))
+    assert load_settings(str(path)).takes == 2
+    assert load_settings(str(path)).cfg == 5.0
+    path.write_text(json.dumps({"prompt": "rain", "temperature": 1}))
+    with pytest.raises(SettingsInvalid, match="temperature.*known settings are"):
+        load_settings(str(path))
+    path.write_text(json.dumps({"takes": "two"}))
+    with pytest.raises(SettingsInvalid, match="'takes' must be of type int"):
+        load_settings(str(path))
+    path.write_text("{not json")
+    with pytest.raises(SettingsInvalid, match="Fix the JSON"):
+        load_settings(str(path))
+    with pytest.raises(SettingsInvalid, match="absolute folder"):
+        GenerateSettings(media_dir="relative/dir").validated()
+
+
+# --- Resolve side ---------------------------------------------------------------------------
+
+def test_no_project_or_no_timeline_is_a_clear_error():
+    resolve = FakeResolve()
+    with pytest.raises(NoProjectOpen, match="open a project"):
+        generate_for_timeline(resolve, endpoint=free_endpoint())
+    resolve.GetProjectManager().CreateProject("Empty")
+    with pytest.raises(NoTimelineOpen, match="open the timeline"):
+        generate_for_timeline(resolve, endpoint=free_endpoint())
+
+
+def test_media_dir_defaults_to_a_folder_beside_the_picture(edit, movies):
+    resolve, project, timeline = edit
+    found = host.current_edit(resolve)
+    assert found.rate == NTSC_FILM and found.start_frame == 86400
+    assert host.default_media_dir(found) == os.path.join(
+        os.path.dirname(movies[0]), "V2A Audio", "Scene 4")
+
+
+def test_placements_land_at_absolute_frames_and_overlaps_are_reported(edit, tmp_path):
+    resolve, project, timeline = edit
+    found = host.current_edit(resolve)
+    wavs = [write_wav(tmp_path / f"s{n}.wav", 48) for n in range(3)]
+    result = {"rate": float(NTSC_FILM), "placements": [
+        {"file": wavs[0], "track": 1, "record_start": 0, "duration": 48, "source_in": 0,
+         "clip": "shot0", "take": 1},
+        {"file": wavs[1], "track": 1, "record_start": 48, "duration": 24, "source_in": 0,
+         "clip": "shot1", "take": 1},
+        # Overlaps shot1's sound on the same track: Resolve would drop it without a word.
+        {"file": wavs[2], "track": 1, "record_start": 60, "duration": 30, "source_in": 0,
+         "clip": "shot2", "take": 1},
+    ]}
+    placements = host.placements_from_result(result, found)
+    assert [p.record_frame for p in placements] == [86400, 86448, 86460]
+    items = host.media_pool_items(found, wavs, "V2A Audio")
+    assert set(items) == set(wavs)
+    tracks = host.add_audio_tracks(timeline, 1)
+    assert tracks == [2] and timeline.GetTrackSubType("audio", 2) == "stereo"
+    placed, missed = host.place_sounds(found, placements, items, tracks)
+    assert [(p.clip, p.record_frame, p.duration) for p in placed] == [
+        ("shot0", 86400, 48), ("shot1", 86448, 24)]
+    assert [m.clip for m in missed] == ["shot2"] and "overlap" in missed[0].reason
+    landed = timeline.GetItemListInTrack("audio", 2)
+    assert [(i.GetStart(), i.GetEnd()) for i in landed] == [(86400, 86448), (86448, 86472)]
+    # A second run finds the WAVs already in the pool instead of importing them twice.
+    assert host.media_pool_items(found, wavs, "V2A Audio") == items
+
+
+def test_placing_while_the_editor_looks_at_another_timeline(edit, tmp_path):
+    resolve, project, timeline = edit
+    found = host.current_edit(resolve)
+    other = project.GetMediaPool().CreateEmptyTimeline("Another cut")
+    assert project.GetCurrentTimeline() is other
+    wav = write_wav(tmp_path / "s.wav", 24)
+    placements = host.placements_from_result({"rate": float(NTSC_FILM), "placements": [
+        {"file": wav, "track": 1, "record_start": 10, "duration": 24, "source_in": 0,
+         "clip": "shot0", "take": 1}]}, found)
+    items = host.media_pool_items(found, [wav], "V2A Audio")
+    placed, missed = host.place_sounds(found, placements, items,
+                                       host.add_audio_tracks(timeline, 1))
+    assert len(placed) == 1 and not missed
+    assert project.GetCurrentTimeline() is other  # the editor's view is left alone
+    assert other.GetItemListInTrack("audio", 1) == []
+
+
+def test_daemon_down_is_a_clear_message(edit):
+    resolve, project, timeline = edit
+    with pytest.raises(DaemonUnavailable, match="v2a-daemon"):
+        generate_for_timeline(resolve, "rain", endpoint=free_endpoint(), answer_timeout_s=0.3,
+                              on_progress=None)
+    assert timeline.GetTrackCount("audio") == 1  # nothing was touched
+
+
+# --- menu entry: console and dialog ---------------------------------------------------------
+
+def test_console_mode_reads_the_json_and_prints_the_daemon_message(edit, tmp_path):
+    resolve, project, timeline = edit
+    settings = tmp_path / "V2A Generate.json"
+    settings.write_text(json.dumps({"prompt": "wind", "endpoint": free_endpoint(),
+                                    "answer_timeout_s": 0.3}))
+    lines: list[str] = []
+    assert run_from_menu(resolve, fu=None, bmd=None, settings_path=str(settings),
+                         out=lines.append) is None
+    assert "'wind'" in lines[0]
+    assert "No V2A daemon answered" in lines[-1] and "v2a-daemon" in lines[-1]
+
+
+def test_dialog_reports_a_down_daemon_without_blocking_the_ui_loop(edit, tmp_path):
+    resolve, project, timeline = edit
+    settings = tmp_path / "V2A Generate.json"
+    settings.write_text(json.dumps({"endpoint": free_endpoint(), "answer_timeout_s": 0.3}))
+
+    def type_prompt_and_generate(window):
+        window.Find("Prompt").Text = "gravel footsteps"
+        window._click("Generate")
+
+    seen: dict[str, object] = {}
+
+    def look_then_close(window):
+        seen["progress"] = window.Find("Progress").Text
+        seen["generate_enabled"] = window.Find("Generate").Enabled
+        window._click("Cancel")  # the button reads "Close" again once the job has ended
+
+    manager = FakeUIManager([(0.05, type_prompt_and_generate), (1.0, look_then_close)])
+    report = run_from_menu(resolve, fu=FakeFusion(manager), bmd=FakeBmd(),
+                           settings_path=str(settings))
+    assert report is None
+    assert "No V2A daemon answered" in str(seen["progress"])
+    assert seen["generate_enabled"] is True
+    assert len(manager.handler_seconds) > 3  # the timer ticked while waiting
+    assert max(manager.handler_seconds) < 0.5
+
+
+# --- installing into Resolve ------------------------------------------------------------------
+
+def test_scripts_folders_per_os(tmp_path):
+    home = Path("/home/ed")
+    assert install.fusion_folder("linux", {}, home) == home / ".local/share/DaVinciResolve/Fusion"
+    assert install.fusion_folder("darwin", {}, home) == (
+        home / "Library/Application Support/Blackmagic Design/DaVinci Resolve/Fusion")
+    assert install.fusion_folder("win32", {"APPDATA": "C:/Users/ed/AppData/Roaming"}, home) == (
+        Path("C:/Users/ed/AppData/Roaming/Blackmagic Design/DaVinci Resolve/Support/Fusion"))
+    assert install.fusion_folder("linux", {}, home, all_users=True) == Path("/opt/resolve/Fusion")
+
+
+def test_install_copies_launcher_module_and_a_self_contained_client(tmp_path):
+    target = tmp_path / "Fusion"
+    installed = install.install_resolve(target)
+    assert installed.launcher == target / "Scripts" / "Edit" / "V2A Generate.py"
+    assert installed.library == target / "V2A"
+    assert (target / "V2A" / "bridge" / "client.py").is_file()
+    assert not list((target / "Scripts").rglob("v2a_resolve"))  # no extra menu entries
+    launcher_text = installed.launcher.read_text()
+    assert f"V2A_LIBRARY = {str(target / 'V2A')!r}" in launcher_text
+    # The vendored client and module import with nothing of the checkout on the path.
+    probe = ("import sys; sys.path.insert(0, sys.argv[1]); import bridge.client, v2a_resolve; "
+             "print(bridge.client.__file__); print(v2a_resolve.__file__)")
+    out = subprocess.run([sys.executable, "-I", "-c", probe, str(installed.library)],
+                         cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+    assert all(line.startswith(str(installed.library)) for line in out.split())
+
+    # An editor's settings survive a reinstall; the library is replaced whole.
+    installed.settings.write_text(json.dumps({"prompt": "mine", "endpoint": free_endpoint(),
+                                              "answer_timeout_s": 0.3}))
+    (installed.library / "v2a_resolve" / "stale.py").write_text("")
+    install.install_resolve(target)
+    assert json.loads(installed.settings.read_text())["prompt"] == "mine"
+    assert not (installed.library / "v2a_resolve" / "stale.py").exists()
+
+    # The installed launcher runs the way Resolve runs it: globals `resolve` (no `fu` here, so
+    # the console path), in a Python where only the installed library provides v2a_resolve.
+    script = f"""
+import runpy, sys
+sys.path.append({str(Path(__file__).resolve().parents[1])!r})
+from tests.fake_resolve import FakeResolve
+from tests.fake_resolve.media import edit_timeline, make_movie
+runpy.run_path(sys.argv[1], init_globals={{"resolve": FakeResolve()}})
+resolve = FakeResolve()
+movie = make_movie(sys.argv[2], 24)
+edit_timeline(resolve, "Scene", "23.976", [{{"path": movie, "record": 0, "in": 0, "out": 24}}])
+runpy.run_path(sys.argv[1], init_globals={{"resolve": resolve}})
+import bridge.client, v2a_resolve
+print("FROM", bridge.client.__file__, v2a_resolve.__file__)
+"""
+    out = subprocess.run([sys.executable, "-I", "-c", script, str(installed.launcher),
+                          str(tmp_path / "shot.mp4")], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=60).stdout
+    assert "No project is open in Resolve" in out
+    assert "'mine'" in out and "No V2A daemon answered" in out
+    sources = out.split("FROM", 1)[1].split()
+    assert all(path.startswith(str(installed.library)) for path in sources)
+
+
+def test_install_refuses_to_replace_a_foreign_folder(tmp_path):
+    (tmp_path / "V2A").mkdir()
+    (tmp_path / "V2A" / "precious.txt").write_text("keep me")
+    with pytest.raises(install.InstallError, match="not a V2A library"):
+        install.install_resolve(tmp_path)
+    assert (tmp_path / "V2A" / "precious.txt").exists()
