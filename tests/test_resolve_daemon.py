@@ -1,0 +1,170 @@
+"""V2A Generate in (fake) Resolve against a real daemon: real ZeroMQ, job queue, worker, the
+generate_timeline runner and real movies, with `tests.engines.ToneEngine` in place of the model."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import wave
+
+import pytest
+
+from plugins.resolve.v2a_resolve import generate_for_timeline, run_from_menu
+from tests.daemon_harness import running_server
+from tests.engines import ToneEngine
+from tests.fake_resolve import EXPORT_OTIO, FakeBmd, FakeFusion, FakeResolve, FakeUIManager
+from tests.fake_resolve.media import edit_timeline, make_movie
+
+# Three shots with a gap and trimmed sources, as an editor would cut them (frames at 23.976).
+SHOTS = [
+    {"shot": 0, "record": 0, "in": 0, "out": 36},
+    {"shot": 1, "record": 36, "in": 12, "out": 48},
+    {"shot": 2, "record": 90, "in": 6, "out": 30},
+]
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory):
+    with running_server(tmp_path_factory.mktemp("resolve-daemon-cache"), ToneEngine()) as server:
+        yield server.endpoint
+
+
+@pytest.fixture
+def footage(tmp_path):
+    """Real movies in a media folder of their own (the audio goes beside them)."""
+    media = tmp_path / "Footage"
+    media.mkdir()
+    return [make_movie(str(media / f"A00{n}.mp4"), 60) for n in range(3)]
+
+
+def cut(resolve, footage, rate="23.976", start_timecode="01:00:00:00", name="Scene 12"):
+    shots = [{"path": footage[s["shot"]], "record": s["record"], "in": s["in"], "out": s["out"]}
+             for s in SHOTS]
+    return edit_timeline(resolve, name, rate, shots, start_timecode=start_timecode)
+
+
+def audio_items(timeline, track):
+    return [(i.GetStart(), i.GetDuration(), i.GetMediaPoolItem().GetClipProperty("File Path"))
+            for i in timeline.GetItemListInTrack("audio", track)]
+
+
+def test_sound_lands_at_absolute_frames_on_a_new_stereo_track(daemon, footage):
+    resolve = FakeResolve()
+    project, timeline = cut(resolve, footage)
+    lines: list[str] = []
+    report = generate_for_timeline(resolve, "rain on a tin roof", "music", endpoint=daemon,
+                                   seed=7, on_progress=lines.append)
+    assert report.complete, report.summary()
+    assert report.audio_tracks == [2]
+    assert timeline.GetTrackSubType("audio", 2) == "stereo"
+    landed = audio_items(timeline, 2)
+    assert [(start, duration) for start, duration, _ in landed] == [
+        (86400 + s["record"], s["out"] - s["in"]) for s in SHOTS]
+    media_dir = os.path.join(os.path.dirname(footage[0]), "V2A Audio", "Scene 12")
+    assert report.media_dir == media_dir
+    for _, duration, path in landed:
+        assert os.path.dirname(path) == media_dir
+        with wave.open(path) as w:  # exactly the shot's length at 48 kHz
+            assert w.getframerate() == 48000
+            assert w.getnframes() == round(duration * 48000 * 1001 / 24000)
+    bins = project.GetMediaPool().GetRootFolder().GetSubFolderList()
+    assert [b.GetName() for b in bins] == ["V2A Audio"] and len(bins[0].GetClipList()) == 3
+    assert any("accepted" in line for line in lines) and "3 sound(s) placed" in lines[-1]
+    assert os.path.isfile(report.otio_path)
+
+    # Run again: the daemon's cache answers, the WAVs already in the pool are reused, and the
+    # sound goes on another new track instead of colliding with the first run's.
+    again = generate_for_timeline(resolve, "rain on a tin roof", "music", endpoint=daemon,
+                                  seed=7, on_progress=None)
+    assert again.complete and again.audio_tracks == [3]
+    assert [(s, d) for s, d, _ in audio_items(timeline, 3)] == [
+        (s, d) for s, d, _ in landed]
+    assert len(bins[0].GetClipList()) == 3
+
+
+def test_drop_frame_timeline_places_sound_after_its_drop_frame_start(daemon, footage):
+    resolve = FakeResolve()
+    project, timeline = cut(resolve, footage, rate="29.97 DF", start_timecode="01:00:00;00")
+    assert timeline.GetStartFrame() == 107892
+    report = generate_for_timeline(resolve, endpoint=daemon, on_progress=None)
+    assert report.complete, report.summary()
+    assert [(s, d) for s, d, _ in audio_items(timeline, 2)] == [
+        (107892 + s["record"], s["out"] - s["in"]) for s in SHOTS]
+
+
+def test_a_clip_with_missing_media_is_reported_and_the_rest_placed(daemon, footage):
+    resolve = FakeResolve()
+    project, timeline = cut(resolve, footage)
+    os.remove(footage[1])  # the editor's drive lost a file: the clip goes offline
+    report = generate_for_timeline(resolve, endpoint=daemon, on_progress=None)
+    assert not report.complete
+    assert [f["clip"].split()[0] for f in report.failed] == ["A001.mp4"]
+    assert "A001.mp4" in report.summary() and "not generated" in report.summary()
+    assert [(s, d) for s, d, _ in audio_items(timeline, 2)] == [
+        (86400 + s["record"], s["out"] - s["in"]) for s in SHOTS if s["shot"] != 1]
+
+
+def test_dialog_generates_without_holding_the_ui_loop(daemon, footage, tmp_path):
+    resolve = FakeResolve()
+    project, timeline = cut(resolve, footage)
+    settings = tmp_path / "V2A Generate.json"
+    settings.write_text(f'{{"endpoint": "{daemon}", "takes": 1}}')
+    seen: dict[str, object] = {}
+
+    def generate(window):
+        window.Find("Prompt").Text = "crickets at night"
+        window.Find("Seed").Value = 3
+        window._click("Generate")
+
+    # The editor clicks Generate, then looks at the dialog every 0.2 s and closes it once the
+    # summary shows.
+    manager = FakeUIManager([(0.05, generate)] + [
+        (0.5 + 0.2 * n, _close_when_placed(seen)) for n in range(250)], max_run_s=60)
+    report = run_from_menu(resolve, fu=FakeFusion(manager), bmd=FakeBmd(),
+                           settings_path=str(settings))
+    assert report is not None and report.complete, seen
+    assert "3 sound(s) placed" in str(seen["progress"])
+    assert len(audio_items(timeline, 2)) == 3
+    # Every handler (timer ticks included) gave the loop back quickly; result placement,
+    # the slowest, is a handful of Resolve calls.
+    assert max(manager.handler_seconds) < 1.0
+    assert sorted(manager.handler_seconds)[len(manager.handler_seconds) // 2] < 0.1
+
+
+def _close_when_placed(seen):
+    def action(window):
+        if not seen.get("closed") and "placed" in str(window.Find("Progress").Text):
+            seen["progress"] = window.Find("Progress").Text
+            seen["closed"] = True
+            window._click("Cancel")
+    return action
+
+
+def test_the_result_otio_imports_back_into_resolve(daemon, footage):
+    """What the editor can do by hand when placement fails: the saved result timeline is
+    Resolve-shaped (bare paths), so File ▸ Import ▸ Timeline takes it."""
+    resolve = FakeResolve()
+    project, timeline = cut(resolve, footage)
+    report = generate_for_timeline(resolve, endpoint=daemon, on_progress=None)
+    pool = project.GetMediaPool()
+    assert pool.ImportTimelineFromFile(report.otio_path) is None  # "Scene 12" already exists
+    imported = pool.ImportTimelineFromFile(report.otio_path, {"timelineName": "Scene 12 V2A"})
+    assert imported is not None and imported.GetStartFrame() == 86400
+    assert [(s, d) for s, d, _ in audio_items(imported, imported.GetTrackCount("audio"))] == [
+        (86400 + s["record"], s["out"] - s["in"]) for s in SHOTS]
+
+
+def test_export_from_resolve_is_what_the_daemon_reads(daemon, footage, tmp_path):
+    """The manual path's first step, Timeline.Export(.., EXPORT_OTIO), gives a file the daemon
+    accepts as it is (bare paths, 01:00:00:00 start)."""
+    from bridge.client import Client
+
+    resolve = FakeResolve()
+    project, timeline = cut(resolve, footage)
+    exported = tmp_path / "Scene 12.otio"
+    assert timeline.Export(str(exported), EXPORT_OTIO)
+    with Client(daemon) as client:
+        event = client.generate_timeline(exported.read_text(), str(tmp_path / "wavs"),
+                                         resolve=True)
+    assert [p["record_start"] for p in event.body["placements"]] == [s["record"] for s in SHOTS]
+    shutil.rmtree(tmp_path / "wavs")
