@@ -562,12 +562,21 @@ def plan_timeline(
     rate_value = timeline_rate(timeline)
     rate = exact_rate(rate_value)
     duration = seconds(timeline.tracks.duration())
-    layers, names = _driving_layers(timeline, options.track)
-    # A chosen track still must not be hidden by the others: it is the only layer painted.
-    # Disabled top-level tracks are see-through like disabled clips.
+    pieces = _visible_pieces(timeline, options.track, duration)
+    media = [_media_of(p, media_check) for p in pieces]
+    if options.mode == "clip":
+        _give_handles(pieces, media)
+        jobs, crossfades = _clip_jobs(pieces, media, options)
+    else:
+        jobs, crossfades = _continuous_jobs(pieces, media, options), []
+    return TimelinePlan(jobs, crossfades, rate, rate_value, duration, options)
+
+
+def _visible_pieces(timeline, track: int | None, duration: Fraction) -> list[_Piece]:
+    layers, names = _driving_layers(timeline, track)
+    # A chosen track is the only layer painted. Disabled top-level tracks are see-through.
     layers_on = [(t, n) for t, n in zip(layers, names, strict=True) if t.enabled]
-    painter = _Painter()
-    pieces = painter.stack(
+    pieces = _Painter().stack(
         [t for t, _ in layers_on],
         Fraction(0),
         Fraction(1),
@@ -578,13 +587,31 @@ def plan_timeline(
         names=[n for _, n in layers_on],
     )
     pieces.sort(key=lambda p: p.rec_start)
-    media = [_media_of(p, media_check) for p in pieces]
-    if options.mode == "clip":
-        _give_handles(pieces, media)
-        jobs, crossfades = _clip_jobs(pieces, media, options)
-    else:
-        jobs, crossfades = _continuous_jobs(pieces, media, options), []
-    return TimelinePlan(jobs, crossfades, rate, rate_value, duration, options)
+    return pieces
+
+
+@dataclass(frozen=True)
+class PictureSpan:
+    """What the viewer sees over record [start, end) seconds: `segment` (without handles), or
+    None where the clip's media is missing."""
+
+    start: Fraction
+    end: Fraction
+    segment: Segment | None
+    clip: str
+
+
+def visible_picture(
+    timeline: otio.schema.Timeline, track: int | None = None
+) -> list[PictureSpan]:
+    """The edited picture in record order (dissolves as cuts), for previews."""
+    duration = seconds(timeline.tracks.duration())
+    spans = []
+    for piece in _visible_pieces(timeline, track, duration):
+        m, error = _media_of(piece, None)
+        segment = None if error else _segment(piece, m, Fraction(0), Fraction(0))
+        spans.append(PictureSpan(piece.rec_start, piece.rec_end, segment, piece.clip.name))
+    return spans
 
 
 def _give_handles(pieces: list[_Piece], media) -> None:
