@@ -285,3 +285,13 @@ def test_install_refuses_to_replace_a_foreign_folder(tmp_path):
     with pytest.raises(install.InstallError, match="not a V2A library"):
         install.install_resolve(tmp_path)
     assert (tmp_path / "V2A" / "precious.txt").exists()
+
+
+def test_install_command_prints_where_it_installed(tmp_path, capsys):
+    assert install.run(tmp_path / "Fusion") == 0
+    out = capsys.readouterr().out
+    assert str(tmp_path / "Fusion" / "Scripts" / "Edit" / "V2A Generate.py") in out
+    assert "pip install pyzmq msgpack" in out
+    (tmp_path / "Blocked").write_text("a file where the folder should be")
+    assert install.run(tmp_path / "Blocked") == 1
+    assert "Could not write" in capsys.readouterr().err

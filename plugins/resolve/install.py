@@ -115,26 +115,9 @@ def _launcher_text(library: Path, settings: Path) -> str:
     return text
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`v2a install-resolve [--target DIR] [--all-users]`."""
-    import argparse
-
-    parser = argparse.ArgumentParser(
-        prog="v2a install-resolve",
-        description="Install V2A Generate into DaVinci Resolve's Workspace ▸ Scripts ▸ Edit menu.")
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument("--target", type=Path, default=None,
-                        help="Resolve's Fusion folder (default: the per-user one for this OS)")
-    parser.add_argument("--all-users", action="store_true",
-                        help="install for every user of this computer (needs admin rights)")
-
-
-def run(args) -> int:
-    target = args.target or fusion_folder(all_users=args.all_users)
+def run(target: Path | None = None, all_users: bool = False) -> int:
+    """What `v2a install-resolve [--target DIR] [--all-users]` does; returns the exit status."""
+    target = Path(target) if target else fusion_folder(all_users=all_users)
     try:
         installed = install_resolve(target)
     except InstallError as exc:
@@ -142,7 +125,3 @@ def run(args) -> int:
         return 1
     print(installed.describe())
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
