@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 import wave
 
 import pytest
 
+from daemon.server import Server, ServerConfig
 from plugins.resolve.v2a_resolve import generate_for_timeline, run_from_menu
-from tests.daemon_harness import running_server
 from tests.engines import ToneEngine
 from tests.fake_resolve import EXPORT_OTIO, FakeBmd, FakeFusion, FakeResolve, FakeUIManager
 from tests.fake_resolve.media import edit_timeline, make_movie
@@ -25,8 +26,19 @@ SHOTS = [
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory):
-    with running_server(tmp_path_factory.mktemp("resolve-daemon-cache"), ToneEngine()) as server:
+    """The daemon's own server loop, worker and store, serving from a thread of this process."""
+    config = ServerConfig(bind="tcp://127.0.0.1:0",
+                          cache_dir=tmp_path_factory.mktemp("resolve-daemon-cache"))
+    server = Server(config, ToneEngine())
+    server.start()
+    thread = threading.Thread(target=server.serve_forever, name="resolve-test-daemon",
+                              daemon=True)
+    thread.start()
+    try:
         yield server.endpoint
+    finally:
+        server.request_stop()
+        thread.join(30)
 
 
 @pytest.fixture
