@@ -1,0 +1,387 @@
+"""The Blender add-on in real headless Blender (the bpy wheel) against a real daemon.
+
+The add-on is staged the way `make blender-addon` packs it (bridge.client vendored) and enabled
+through Blender's own add-on machinery. In module mode `bpy.app.timers` never fire, so the tests
+call the add-on's timer callback themselves, as Blender would every 0.1 s.
+"""
+
+from __future__ import annotations
+
+import fractions
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+bpy = pytest.importorskip("bpy")
+import addon_utils  # noqa: E402  (part of bpy's scripts, importable only after bpy)
+import av  # noqa: E402
+import numpy as np  # noqa: E402
+import soundfile as sf  # noqa: E402
+
+from plugins.blender.build import stage_addon  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+NTSC = fractions.Fraction(30000, 1001)
+ADDON = "v2a_bridge"
+
+
+# --- fixtures ----------------------------------------------------------------------------------
+
+
+def _make_movie(path: Path, frames: int, rate) -> Path:
+    """A tiny real H.264 movie whose brightness changes every frame."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=rate)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(frames):
+            image = np.full((48, 64, 3), (i * 7) % 256, np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+@pytest.fixture(scope="module")
+def movies(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("movies")
+    return {
+        "ntsc": _make_movie(folder / "ntsc.mp4", 90, NTSC),  # 3 s at 29.97
+        "film": _make_movie(folder / "film.mp4", 48, 24),  # 2 s at 24
+    }
+
+
+def _free_endpoint() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+
+
+def _daemon_command(endpoint: str, cache: Path) -> list[str]:
+    program = shutil.which("v2a-daemon", path=str(Path(sys.executable).parent))
+    assert program, "v2a-daemon is not installed in this environment: run `make venv`"
+    return [program, "--bind", endpoint, "--engine", "tests.engines:ToneEngine",
+            "--device", "cpu", "--cache-dir", str(cache)]
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory):
+    """A real daemon with the tone engine (10 ms per sampler step, so a run can be cancelled)."""
+    endpoint = _free_endpoint()
+    env = dict(os.environ, PYTHONPATH=str(REPO), V2A_TONE_STEP_DELAY="0.01")
+    log = tmp_path_factory.mktemp("daemon") / "daemon.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            _daemon_command(endpoint, tmp_path_factory.mktemp("cache")),
+            stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+    yield endpoint
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+@pytest.fixture(scope="module")
+def addon(tmp_path_factory):
+    """The staged add-on, enabled in Blender; disabled again afterwards."""
+    root = tmp_path_factory.mktemp("addon")
+    stage_addon(root)
+    sys.path.insert(0, str(root))
+    module = addon_utils.enable(ADDON, default_set=True)
+    assert module is not None, "Blender could not enable the staged add-on"
+    yield module
+    addon_utils.disable(ADDON, default_set=True)
+    sys.path.remove(str(root))
+    for name in [n for n in sys.modules if n == ADDON or n.startswith(ADDON + ".")]:
+        del sys.modules[name]
+
+
+@pytest.fixture
+def edit(addon, tmp_path):
+    """The current scene emptied, at 29.97 fps starting at frame 1, saved as tmp/edit.blend."""
+    scene = bpy.context.scene
+    scene.sequence_editor_clear()
+    scene.sequence_editor_create()
+    scene.render.fps, scene.render.fps_base = 30, 1.001
+    scene.frame_start = 1
+    settings = scene.v2a
+    settings.scope, settings.mode, settings.takes, settings.steps = "ALL", "CLIP", 1, 4
+    settings.prompt = settings.negative_prompt = ""
+    bpy.ops.wm.save_as_mainfile(filepath=str(tmp_path / "edit.blend"))
+    return scene
+
+
+def _prefs():
+    return bpy.context.preferences.addons[ADDON].preferences
+
+
+@pytest.fixture
+def connected(addon, daemon):
+    prefs = _prefs()
+    prefs.endpoint, prefs.start_daemon, prefs.answer_timeout = daemon, False, 20.0
+    return daemon
+
+
+def _runner(addon):
+    return addon.session.RUNNER
+
+
+def _drive(addon, until, timeout=60.0):
+    """Run the add-on's timer callback the way Blender would, until `until()` holds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        addon.session._timer()
+        if until():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out; add-on state: {_runner(addon).state}")
+
+
+def _idle(addon):
+    return lambda: not _runner(addon).busy
+
+
+def _strips(scene, kind):
+    return {s.name: s for s in scene.sequence_editor.strips_all if s.type == kind}
+
+
+# --- registration ------------------------------------------------------------------------------
+
+
+REGISTERED = ("SEQUENCER_OT_v2a_generate", "SEQUENCER_OT_v2a_cancel", "SEQUENCER_OT_v2a_connect",
+              "SEQUENCER_PT_v2a")
+
+
+def test_register_and_unregister_twice_cleanly(addon):
+    for _ in range(2):
+        addon_utils.disable(ADDON, default_set=True)
+        assert not any(hasattr(bpy.types, name) for name in REGISTERED)
+        assert not hasattr(bpy.types.Scene, "v2a")
+        assert not bpy.app.timers.is_registered(addon.session._timer)
+        module = addon_utils.enable(ADDON, default_set=True)
+        assert module is not None
+        assert all(hasattr(bpy.types, name) for name in REGISTERED)
+        assert bpy.types.SEQUENCER_PT_v2a.bl_space_type == "SEQUENCE_EDITOR"
+        assert bpy.types.SEQUENCER_PT_v2a.bl_region_type == "UI"
+        assert bpy.types.SEQUENCER_PT_v2a.bl_category == "V2A"
+        assert bpy.context.scene.v2a.steps == 25
+        assert _prefs().endpoint.startswith("tcp://")
+
+
+def test_one_helper_reads_strips_and_sequences(addon):
+    from types import SimpleNamespace
+
+    strips_of = sys.modules[ADDON + ".compat"].strips_of
+    editor = bpy.context.scene.sequence_editor_create()
+    assert strips_of(editor) == editor.strips
+    # Blender 4.2 has only `.sequences`; the helper takes whichever exists.
+    legacy = editor.strips
+    assert strips_of(SimpleNamespace(sequences=legacy)) is legacy
+
+
+# --- the timeline handed to the daemon ---------------------------------------------------------
+
+
+def _build_edit(scene, movies):
+    """Three pictures at different offsets and channels, one inside a meta strip, one muted.
+
+    Returns {strip name: (first frame, end frame)} of what is visible."""
+    strips = scene.sequence_editor.strips
+    a = strips.new_movie("Door", str(movies["ntsc"]), 1, 11)
+    a.frame_final_start, a.frame_final_end = 17, 61  # trimmed at both ends
+    b = strips.new_movie("Street", str(movies["ntsc"]), 3, 70)
+    b.animation_offset_start = 10  # the content itself starts 10 frames in
+    meta = strips.new_meta("Group", 2, 160)
+    inner = strips.new_movie("Car", str(movies["film"]), 1, 160)
+    inner.move_to_meta(meta)
+    inner.frame_start = inner.frame_start  # lets Blender recompute the meta's length
+    meta.frame_final_end = 200  # the meta hides the inner strip's last 8 frames
+    muted = strips.new_movie("Muted", str(movies["ntsc"]), 1, 250)
+    muted.mute = True
+    bpy.ops.ed.undo_push(message="the edit")
+    return {"Door": (17, 61), "Street": (70, 150), "Car": (160, 200)}
+
+
+def test_timeline_is_real_otio_with_the_strips_timing(edit, movies, addon):
+    otio = pytest.importorskip("opentimelineio")
+    visible = _build_edit(edit, movies)
+    timeline = addon.timeline.build_timeline(edit, selected_only=False)
+    assert timeline.origin == 1 and timeline.rate == pytest.approx(30000 / 1001, abs=1e-12)
+    assert [s.strip for s in timeline.skipped] == []
+
+    loaded = otio.adapters.read_from_string(timeline.otio, "otio_json")
+    assert loaded.global_start_time == otio.opentime.RationalTime(1, 30000 / 1001)
+    tracks = {track.name: track for track in loaded.tracks}
+    assert set(tracks) == {"Channel 1", "Channel 2 › Channel 1", "Channel 3"}
+    clips = {clip.name: clip for clip in loaded.find_clips()}
+    assert set(clips) == {"Door", "Street", "Car", "Muted"}
+    assert not clips["Muted"].enabled and clips["Door"].enabled
+    for name, (first, end) in visible.items():
+        clip = clips[name]
+        record = clip.range_in_parent()
+        # Record frames relative to the timeline's first frame, at the scene's 29.97.
+        assert record.start_time.rate == pytest.approx(30000 / 1001)
+        assert round(record.start_time.value) == first - 1
+        assert round(record.duration.to_frames()) == end - first
+        assert clip.media_reference.target_url == str(movies["ntsc" if name != "Car" else "film"])
+    # Source ranges in the movie's own frames and rate.
+    assert clips["Door"].source_range.start_time == otio.opentime.RationalTime(6, 30000 / 1001)
+    assert clips["Street"].source_range.start_time.value == 10
+    assert clips["Door"].available_range().duration.value == 90
+    assert clips["Car"].available_range() == otio.opentime.TimeRange(
+        otio.opentime.RationalTime(0, 24), otio.opentime.RationalTime(48, 24))
+    # The 24 fps movie steps one frame per scene frame: it plays 29.97/24 times as fast.
+    (warp,) = clips["Car"].effects
+    assert warp.time_scalar == pytest.approx((30000 / 1001) / 24)
+
+
+def test_the_planner_reads_the_media_ranges_blender_shows(edit, movies, addon):
+    pytest.importorskip("opentimelineio")
+    from bridge.planner import PlanOptions, parse_timeline_json, plan_timeline
+
+    _build_edit(edit, movies)
+    timeline = addon.timeline.build_timeline(edit, selected_only=False)
+    plan = plan_timeline(parse_timeline_json(timeline.otio), PlanOptions())
+    jobs = {job.clip_names[0]: job for job in plan.jobs}
+    assert set(jobs) == {"Door", "Street", "Car"}  # the muted strip makes no sound
+    rate = 30000 / 1001
+    door = jobs["Door"].segments[0]
+    assert door.start == pytest.approx(6 / rate) and door.duration == pytest.approx(44 / rate)
+    street = jobs["Street"].segments[0]
+    assert street.start == pytest.approx(10 / rate) and street.duration == pytest.approx(80 / rate)
+    car = jobs["Car"].segments[0]
+    assert car.start == pytest.approx(0) and car.speed == pytest.approx(rate / 24)
+    assert float(jobs["Car"].record_start) == pytest.approx(159 / rate)
+    assert float(jobs["Car"].record_duration) == pytest.approx(40 / rate)
+
+
+def test_scope_selected_takes_selected_strips_and_selected_metas(edit, movies, addon):
+    _build_edit(edit, movies)
+    for strip in edit.sequence_editor.strips_all:
+        strip.select = strip.name in ("Street", "Group")
+    clips, _ = addon.timeline.collect_picture(edit, selected_only=True)
+    assert sorted(c.strip for c in clips) == ["Car", "Street"]
+
+
+def test_missing_movie_is_a_per_strip_error(edit, movies, addon, tmp_path):
+    gone = str(shutil.copy(movies["ntsc"], tmp_path / "gone.mp4"))
+    edit.sequence_editor.strips.new_movie("Lost", gone, 1, 1)
+    os.remove(gone)
+    clips, skipped = addon.timeline.collect_picture(edit, selected_only=False)
+    assert clips == [] and skipped[0].strip == "Lost" and "relink" in skipped[0].reason
+
+
+# --- generating against the daemon -------------------------------------------------------------
+
+
+def test_generate_places_sound_under_each_strip(edit, movies, addon, connected):
+    visible = _build_edit(edit, movies)
+    edit.v2a.takes = 2
+    picture_top = 3
+    result = bpy.ops.sequencer.v2a_generate(prompt="rain on a car roof", negative_prompt="music")
+    assert result == {"FINISHED"}
+    _drive(addon, _idle(addon))
+    state = _runner(addon).state
+    assert state.message.startswith("Added 6 sound strip(s)"), state.message
+    assert state.errors == []
+
+    sounds = _strips(edit, "SOUND")
+    assert len(sounds) == 6
+    channels = {}
+    for name, (first, end) in visible.items():
+        heard, alternate = sounds[f"{name} (V2A)"], sounds[f"{name} (V2A take 2)"]
+        for strip in (heard, alternate):
+            assert (strip.frame_final_start, strip.frame_final_end) == (first, end), strip.name
+            path = Path(bpy.path.abspath(strip.sound.filepath))
+            assert path.parent == Path(bpy.data.filepath).parent / "v2a"
+            info = sf.info(str(path))
+            assert info.samplerate == 48000
+            assert info.frames == round((end - first) / (30000 / 1001) * 48000)
+        assert not heard.mute and alternate.mute
+        assert heard.channel > picture_top
+        assert alternate.channel == heard.channel + 1
+        channels[name] = heard.channel
+    # Strips that do not overlap in time share the lowest free channel above the picture.
+    assert set(channels.values()) == {picture_top + 1}
+
+    # The apply step is one undo step: undo removes all the sound and only the sound.
+    bpy.ops.ed.undo()
+    assert _strips(bpy.context.scene, "SOUND") == {}
+    assert set(_strips(bpy.context.scene, "MOVIE")) == {"Door", "Street", "Car", "Muted"}
+
+
+def test_generate_honours_the_scene_start_frame(edit, movies, addon, connected):
+    edit.frame_start = 101
+    strip = edit.sequence_editor.strips.new_movie("Late", str(movies["ntsc"]), 2, 130)
+    strip.frame_final_end = 160
+    assert bpy.ops.sequencer.v2a_generate() == {"FINISHED"}
+    _drive(addon, _idle(addon))
+    (sound,) = _strips(edit, "SOUND").values()
+    assert (sound.frame_final_start, sound.frame_final_end, sound.channel) == (130, 160, 3)
+
+
+def test_cancel_mid_run_adds_nothing(edit, movies, addon, connected):
+    _build_edit(edit, movies)
+    edit.v2a.steps = 200  # 2 s of sampling per strip at 10 ms a step
+    assert bpy.ops.sequencer.v2a_generate() == {"FINISHED"}
+    runner = _runner(addon)
+    _drive(addon, lambda: runner.state.phase == "running" and (runner.state.progress or 0) > 0)
+    assert bpy.ops.sequencer.v2a_cancel() == {"FINISHED"}
+    _drive(addon, _idle(addon))
+    assert "Cancelled" in runner.state.message
+    time.sleep(0.3)
+    addon.session._timer()
+    assert _strips(edit, "SOUND") == {}
+
+
+def test_daemon_not_running_gives_a_clear_message(edit, movies, addon):
+    prefs = _prefs()
+    prefs.endpoint, prefs.start_daemon, prefs.answer_timeout = _free_endpoint(), False, 0.3
+    edit.sequence_editor.strips.new_movie("Shot", str(movies["ntsc"]), 1, 1)
+    assert bpy.ops.sequencer.v2a_generate() == {"FINISHED"}
+    _drive(addon, _idle(addon), timeout=10)
+    message = _runner(addon).state.message
+    assert "not answering" in message and "v2a-daemon --bind" in message
+    assert _runner(addon).state.daemon == "not answering"
+    assert _strips(edit, "SOUND") == {}
+
+
+def test_connect_shows_the_daemon_status(addon, connected):
+    assert bpy.ops.sequencer.v2a_connect() == {"FINISHED"}
+    runner = _runner(addon)
+    _drive(addon, lambda: runner.state.daemon.startswith("connected:"))
+    assert "tone-test" in runner.state.daemon and "cpu" in runner.state.daemon
+
+
+def test_starts_a_local_daemon_when_none_answers(edit, movies, addon, tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    endpoint = _free_endpoint()
+    program, *_ = _daemon_command(endpoint, tmp_path)
+    prefs = _prefs()
+    prefs.endpoint, prefs.start_daemon, prefs.answer_timeout = endpoint, True, 0.3
+    prefs.daemon_path = program
+    prefs.daemon_arguments = f"--engine tests.engines:ToneEngine --device cpu --cache-dir {tmp_path}"
+    edit.sequence_editor.strips.new_movie("Shot", str(movies["ntsc"]), 1, 1)
+    assert bpy.ops.sequencer.v2a_generate() == {"FINISHED"}
+    runner = _runner(addon)
+    try:
+        _drive(addon, _idle(addon), timeout=90)
+        assert runner.state.message.startswith("Added 1 sound strip"), runner.state.message
+        assert set(_strips(edit, "SOUND")) == {"Shot (V2A)"}
+    finally:
+        if runner.local_daemon is not None:
+            runner.local_daemon.process.terminate()
+            runner.local_daemon.process.wait(timeout=10)
+
+
+def test_generate_needs_movie_strips(edit, addon, connected):
+    with pytest.raises(RuntimeError, match="No unmuted movie strips"):
+        bpy.ops.sequencer.v2a_generate()
+    assert not _runner(addon).busy
