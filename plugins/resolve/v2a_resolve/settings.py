@@ -40,7 +40,7 @@ class GenerateSettings:
             ok = {
                 "str": isinstance(value, str),
                 "int": isinstance(value, int) and not isinstance(value, bool),
-                "float": isinstance(value, int | float) and not isinstance(value, bool),
+                "float": isinstance(value, (int, float)) and not isinstance(value, bool),
                 "bool": isinstance(value, bool),
                 "int | None": value is None or (isinstance(value, int)
                                                 and not isinstance(value, bool)),
