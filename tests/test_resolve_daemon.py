@@ -180,3 +180,74 @@ def test_export_from_resolve_is_what_the_daemon_reads(daemon, footage, tmp_path)
                                          resolve=True)
     assert [p["record_start"] for p in event.body["placements"]] == [s["record"] for s in SHOTS]
     shutil.rmtree(tmp_path / "wavs")
+
+
+def test_takes_go_into_each_items_take_selector(daemon, footage):
+    resolve = FakeResolve()
+    project, timeline = cut(resolve, footage)
+    report = generate_for_timeline(resolve, endpoint=daemon, takes=3, seed=1, on_progress=None)
+    assert report.complete, report.summary()
+    assert report.audio_tracks == [2]  # alternates share their shot's item, not new tracks
+    items = timeline.GetItemListInTrack("audio", 2)
+    assert [(i.GetStart(), i.GetDuration()) for i in items] == [
+        (86400 + s["record"], s["out"] - s["in"]) for s in SHOTS]
+    for item in items:
+        assert item.GetTakesCount() == 3
+        files = {item.GetTakeByIndex(n)["mediaPoolItem"].GetClipProperty("File Path")
+                 for n in (1, 2, 3)}
+        assert len(files) == 3  # three different generations
+    assert "2 sound(s)" not in report.summary() and "6 more take(s)" in report.summary()
+
+
+def test_continuous_mode_is_one_sound_across_the_cuts(daemon, footage):
+    resolve = FakeResolve()
+    project, timeline = cut(resolve, footage)
+    report = generate_for_timeline(resolve, endpoint=daemon, mode="continuous", on_progress=None)
+    assert report.complete, report.summary()
+    starts = [(s, d) for s, d, _ in audio_items(timeline, 2)]
+    # The first two shots are back to back: one sound covers both; the gap splits the run.
+    assert starts == [(86400, 72), (86490, 24)]
+
+
+@pytest.fixture(scope="module")
+def slow_daemon(tmp_path_factory):
+    """A daemon whose sampler takes a while, so there is time to press Cancel."""
+    config = ServerConfig(bind="tcp://127.0.0.1:0",
+                          cache_dir=tmp_path_factory.mktemp("resolve-slow-daemon-cache"))
+    server = Server(config, ToneEngine(step_delay=0.05))
+    server.start()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.endpoint
+    finally:
+        server.request_stop()
+        thread.join(30)
+
+
+def test_cancel_in_the_dialog_stops_the_job_and_touches_nothing(slow_daemon, footage, tmp_path):
+    resolve = FakeResolve()
+    project, timeline = cut(resolve, footage)
+    settings = tmp_path / "V2A Generate.json"
+    settings.write_text(f'{{"endpoint": "{slow_daemon}"}}')
+    seen: dict[str, object] = {}
+
+    def look(key):
+        def action(window):
+            seen[key] = window.Find("Progress").Text
+            seen[key + " button"] = window.Find("Cancel").Text
+        return action
+
+    manager = FakeUIManager([
+        (0.05, lambda w: w._click("Generate")),
+        (0.8, look("running")),
+        (0.9, lambda w: w._click("Cancel")),
+        (3.0, look("after")),
+        (3.1, lambda w: w._click("Cancel")),  # now "Close"
+    ], max_run_s=30)
+    report = run_from_menu(resolve, fu=FakeFusion(manager), bmd=FakeBmd(),
+                           settings_path=str(settings))
+    assert report is None
+    assert seen["running button"] == "Cancel" and "%" in str(seen["running"])
+    assert seen["after"] == "Cancelled." and seen["after button"] == "Close"
+    assert timeline.GetTrackCount("audio") == 1

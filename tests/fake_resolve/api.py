@@ -237,6 +237,8 @@ class TimelineItem:
         self._left = left_offset
         self._enabled = True
         self._linked: list[TimelineItem] = []
+        self._takes: list[dict] = []  # the take selector; empty until AddTake is used
+        self._selected_take = 0
         self._id = f"item-{next(_unique_ids)}"
 
     @property
@@ -279,6 +281,41 @@ class TimelineItem:
 
     def GetUniqueId(self) -> str:
         return self._id
+
+    # --- take selector: alternates of one item --------------------------------------------
+    def AddTake(self, mediaPoolItem, startFrame=None, endFrame=None) -> bool:
+        if not isinstance(mediaPoolItem, MediaPoolItem):
+            return False
+        start = 0 if startFrame is None else round(startFrame)
+        end = mediaPoolItem._frames if endFrame is None else round(endFrame)
+        if start < 0 or end <= start or end > mediaPoolItem._frames:
+            return False
+        if not self._takes:  # the item's own media becomes take 1
+            self._takes.append({"mediaPoolItem": self._media, "startFrame": self._left,
+                                "endFrame": self._left + self._duration})
+            self._selected_take = 1
+        self._takes.append({"mediaPoolItem": mediaPoolItem, "startFrame": start,
+                            "endFrame": end})
+        return True
+
+    def GetTakesCount(self) -> int:
+        return len(self._takes)
+
+    def GetTakeByIndex(self, idx: int):
+        if not isinstance(idx, int) or not 1 <= idx <= len(self._takes):
+            return None
+        return dict(self._takes[idx - 1])
+
+    def GetSelectedTakeIndex(self) -> int:
+        return self._selected_take
+
+    def SelectTakeByIndex(self, idx: int) -> bool:
+        if not isinstance(idx, int) or not 1 <= idx <= len(self._takes):
+            return False
+        take = self._takes[idx - 1]
+        self._media, self._left = take["mediaPoolItem"], take["startFrame"]
+        self._selected_take = idx
+        return True
 
     def GetProperty(self, propertyKey: str | None = None):
         props = {"Pan": 0.0, "ZoomX": 1.0, "ZoomY": 1.0, "Opacity": 100.0}

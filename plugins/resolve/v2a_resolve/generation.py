@@ -41,8 +41,11 @@ class GenerationReport:
 
     def summary(self) -> str:
         tracks = ", ".join(f"A{n}" for n in self.audio_tracks) or "none"
-        lines = [f"V2A: {len(self.placed)} sound(s) placed on {self.timeline!r} "
-                 f"(new audio tracks: {tracks}); WAVs in {self.media_dir}"]
+        firsts = [p for p in self.placed if p.take <= 1]
+        takes = len(self.placed) - len(firsts)
+        extra = f", {takes} more take(s) in their take selectors" if takes else ""
+        lines = [f"V2A: {len(firsts)} sound(s) placed on {self.timeline!r} "
+                 f"(new audio tracks: {tracks}{extra}); WAVs in {self.media_dir}"]
         for f in self.failed:
             lines.append(f"  not generated: {f.get('clip')}: {f.get('message')} "
                          f"[{f.get('code')}]")

@@ -182,15 +182,18 @@ def add_audio_tracks(timeline, count: int) -> list[int]:
 
 def place_sounds(edit: Edit, placements: list[Placement], items: dict[str, object],
                  tracks: list[int]) -> tuple[list[PlacedSound], list[MissedSound]]:
-    """Appends each sound in its own call, then reads the tracks back: a sound is placed only
-    if an item with its file, start and length is on its track."""
+    """Appends each sound (take 1) in its own call, reads the tracks back (a sound is placed
+    only if an item with its file, start and length is on its track), then adds further takes
+    to that item's take selector (TimelineItem.AddTake)."""
     missed: list[MissedSound] = []
     asked: list[tuple[Placement, int]] = []
+    firsts = [p for p in placements if p.take <= 1]
+    alternates = [p for p in placements if p.take > 1]
     current = edit.project.GetCurrentTimeline()
     # Appends go to the current timeline; the editor may have switched while the job ran.
     edit.project.SetCurrentTimeline(edit.timeline)
     try:
-        for p in placements:
+        for p in firsts:
             clip = items.get(p.file)
             if clip is None:
                 missed.append(MissedSound(p.clip, p.file, "Resolve could not import the file"))
@@ -215,13 +218,29 @@ def place_sounds(edit: Edit, placements: list[Placement], items: dict[str, objec
                 for track in {t for _, t in asked}}
     unclaimed = {track: list(items) for track, items in on_track.items()}
     placed: list[PlacedSound] = []
+    landed_at: dict[tuple[int, int, int], object] = {}
     for p, track in asked:
         landed = next((item for item in unclaimed[track] if _is(item, p)), None)
         if landed is None:
             missed.append(MissedSound(p.clip, p.file, _why_missing(p, on_track[track])))
             continue
         unclaimed[track].remove(landed)
+        landed_at[(p.track, p.record_frame, p.duration)] = landed
         placed.append(PlacedSound(p.clip, p.file, track, p.record_frame, p.duration, p.take))
+
+    for p in alternates:
+        item = landed_at.get((p.track, p.record_frame, p.duration))
+        clip = items.get(p.file)
+        if item is None or clip is None:
+            reason = ("Resolve could not import the file" if clip is None
+                      else "its first take was not placed")
+            missed.append(MissedSound(p.clip, p.file, f"take {p.take}: {reason}"))
+        elif not item.AddTake(clip, p.source_in, p.source_in + p.duration):
+            missed.append(MissedSound(p.clip, p.file,
+                                      f"take {p.take}: Resolve would not add it as a take"))
+        else:
+            track = int(item.GetTrackTypeAndIndex()[1])
+            placed.append(PlacedSound(p.clip, p.file, track, p.record_frame, p.duration, p.take))
     return placed, missed
 
 
