@@ -257,10 +257,10 @@ class Client:
 
     # --- blocking conveniences ---------------------------------------------------------------
 
-    def ping(self) -> float:
-        """Round trip in seconds."""
+    def ping(self, *, timeout: float | None = None) -> float:
+        """Round trip in seconds; DaemonUnavailable after `timeout` (default: the client's)."""
         started = time.perf_counter()
-        event = self.request("ping")
+        event = self.request("ping", timeout=timeout)
         if event.body.get("protocol") != PROTOCOL_VERSION:
             raise ProtocolMismatch(
                 f"the daemon speaks V2A protocol {event.body.get('protocol')}, this client "

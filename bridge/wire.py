@@ -17,6 +17,7 @@ from the other side is untrusted: sizes are bounded before unpacking, msgpack ru
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass, field
 
@@ -191,42 +192,52 @@ def validate_header(header: dict) -> dict:
 
 
 def decode(frames, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Message:
-    """Frames (bytes, or zmq.Frame-like objects with `.bytes`/buffer) -> Message.
+    """Frames (bytes, or zmq.Frame-like objects with `.buffer`) -> Message.
 
-    Raises WireError; for ``version_mismatch`` the error carries the decoded message when its
-    header could still be read, so the receiver can answer that request id."""
+    Raises WireError. Whenever the header could still be read, the error carries the message
+    (with whatever else was readable) so the receiver can answer that request id; for a version
+    mismatch the body is read too, best effort, so a client can show what the daemon said."""
     frames = [f if isinstance(f, bytes | bytearray | memoryview) else f.buffer for f in frames]
     if len(frames) < 3:
         raise WireError(
             "bad_frames",
             f"a message has at least 3 frames [version, header, body], got {len(frames)}",
         )
+    version = parse_version(bytes(frames[0]))
+    partial = None
+    header_error = None
+    try:
+        if len(frames[1]) > MAX_HEADER_BYTES:
+            raise WireError("too_large", f"header frame exceeds {MAX_HEADER_BYTES} bytes")
+        partial = Message(validate_header(unpack_map(bytes(frames[1]), "header")), {}, [], version)
+    except WireError as exc:
+        header_error = exc
+
+    if version != PROTOCOL_VERSION:
+        if partial is not None:
+            # Best effort: another version may frame its body differently.
+            with contextlib.suppress(WireError):
+                partial.body = unpack_map(bytes(frames[2]), "body")
+        raise WireError(
+            "version_mismatch",
+            f"protocol version mismatch: the peer speaks V2A protocol {version}, this side "
+            f"speaks {PROTOCOL_VERSION}; update the plugin or the daemon so both match",
+            partial,
+        )
+    if header_error is not None:
+        raise header_error
     if len(frames) - 3 > MAX_BLOBS:
-        raise WireError("bad_frames", f"at most {MAX_BLOBS} binary frames per message")
+        raise WireError("bad_frames", f"at most {MAX_BLOBS} binary frames per message", partial)
     total = sum(len(f) for f in frames)
     if total > max_message_bytes:
         raise WireError(
             "too_large",
             f"message of {total} bytes exceeds the limit of {max_message_bytes} bytes",
+            partial,
         )
-    version = parse_version(bytes(frames[0]))
-    if version != PROTOCOL_VERSION:
-        text = (
-            f"protocol version mismatch: the peer speaks V2A protocol {version}, this side "
-            f"speaks {PROTOCOL_VERSION}; update the plugin or the daemon so both match"
-        )
-        try:  # best effort: another version may frame its header differently
-            readable = _decode_rest(frames, version)
-        except WireError:
-            readable = None
-        raise WireError("version_mismatch", text, readable)
-    return _decode_rest(frames, version)
-
-
-def _decode_rest(frames, version: int) -> Message:
-    if len(frames[1]) > MAX_HEADER_BYTES:
-        raise WireError("too_large", f"header frame exceeds {MAX_HEADER_BYTES} bytes")
-    header = validate_header(unpack_map(bytes(frames[1]), "header"))
-    body = unpack_map(bytes(frames[2]), "body")
-    blobs = [f if isinstance(f, bytes) else bytes(f) for f in frames[3:]]
-    return Message(header, body, blobs, version)
+    try:
+        partial.body = unpack_map(bytes(frames[2]), "body")
+    except WireError as exc:
+        raise WireError(exc.code, exc.text, partial) from None
+    partial.blobs = [f if isinstance(f, bytes) else bytes(f) for f in frames[3:]]
+    return partial
