@@ -253,6 +253,7 @@ def _write_atomically(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; the editor's host must read it
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
