@@ -295,10 +295,14 @@ def cmd_keys_create(args) -> int:
     return 0
 
 
+from bridge import timeline_cli  # noqa: E402  (timeline commands; imports nothing heavy)
+
 COMMANDS: list[Callable] = [
     register_status,
     register_ping,
-    register_generate,
+    timeline_cli.register_generate,  # replaces register_generate: adds --start/--end options
+    timeline_cli.register_timeline,
+    timeline_cli.register_preview,
     register_cancel,
     register_jobs,
     register_unload,

@@ -1,0 +1,100 @@
+"""The `v2a timeline`, `v2a generate` and `v2a preview` commands against a real daemon."""
+
+from __future__ import annotations
+
+import json
+
+import opentimelineio as otio
+import pytest
+import soundfile as sf
+
+from bridge.cli import main
+from bridge.timeline_output import is_generated_track
+from tests.daemon_harness import running_server
+from tests.timeline_kit import clip, dissolve, timeline, track, write_movie
+
+
+@pytest.fixture(scope="module")
+def endpoint(tmp_path_factory):
+    with running_server(tmp_path_factory.mktemp("cache")) as server:
+        yield server.endpoint
+
+
+@pytest.fixture
+def project(tmp_path):
+    """An editor's project folder: movies beside the timeline, linked by relative paths."""
+    write_movie(tmp_path / "shots" / "a.mp4", 3.0)
+    write_movie(tmp_path / "shots" / "b.mp4", 3.0)
+    tl = timeline(
+        track(
+            clip("A", 24, 24, media="shots/a.mp4", avail=(0, 72)),
+            dissolve(3, 3),
+            clip("B", 24, 24, media="shots/b.mp4", avail=(0, 72)),
+            clip("lost", 0, 12, media="shots/lost.mp4", avail=(0, 72)),
+        )
+    )
+    otio.adapters.write_to_file(tl, str(tmp_path / "edit.otio"))
+    return tmp_path
+
+
+def v2a(endpoint, *args):
+    return main(["--endpoint", endpoint, "--no-start", *map(str, args)])
+
+
+def test_timeline_command(endpoint, project, capsys):
+    rc = v2a(
+        endpoint, "timeline", project / "edit.otio", "-o", project / "out" / "edit_v2a.otio",
+        "--media-dir", project / "wavs", "--prompt", "rain", "--steps", "2",
+        "--placements", project / "placements.json",
+    )
+    printed = capsys.readouterr()
+    assert rc == 2  # one clip failed, the others are there
+    assert "lost [V1/4]" in printed.out and "failed" in printed.out and "generated" in printed.out
+    assert "clips" in printed.err  # the progress bar
+    result = otio.adapters.read_from_file(str(project / "out" / "edit_v2a.otio"))
+    # The editor's timeline is written back as it was (relative paths kept) + the V2A track.
+    original = otio.adapters.read_from_file(str(project / "edit.otio"))
+    assert result.tracks[0].is_equivalent_to(original.tracks[0])
+    assert result.tracks[0][0].media_reference.target_url == "shots/a.mp4"
+    (v2a_track,) = [t for t in result.tracks if is_generated_track(t)]
+    assert len(list(v2a_track.find_clips())) == 2
+    placements = json.loads((project / "placements.json").read_text())
+    assert placements["rate"] == 24.0 and len(placements["placements"]) == 2
+    assert [f["clip"] for f in placements["failed"]] == ["lost [V1/4]"]
+
+    # Run again: nothing is generated anew.
+    rc = v2a(endpoint, "timeline", project / "edit.otio", "-o", project / "again.otio",
+             "--media-dir", project / "wavs", "--prompt", "rain", "--steps", "2")
+    assert rc == 2 and "cached" in capsys.readouterr().out
+
+    # And watch it.
+    rc = v2a(endpoint, "preview", project / "out" / "edit_v2a.otio", "-o", project / "p.mp4",
+             "--width", "64")
+    assert rc == 0 and (project / "p.mp4").stat().st_size > 1000
+
+
+def test_timeline_command_refuses_bad_input(endpoint, project, capsys):
+    assert v2a(endpoint, "timeline", project / "nope.otio", "-o", project / "o.otio",
+               "--media-dir", project) == 1
+    assert "no such file" in capsys.readouterr().err
+    assert v2a(endpoint, "timeline", project / "edit.otio", "-o", project / "o.otio",
+               "--media-dir", project, "--track", "2") == 1
+    assert "V1" in capsys.readouterr().err
+    assert v2a(endpoint, "timeline", project / "edit.otio", "-o", project / "o.mov",
+               "--media-dir", project) == 1
+    assert ".otio" in capsys.readouterr().err
+
+
+def test_generate_command(endpoint, project, capsys):
+    out = project / "a.wav"
+    assert v2a(endpoint, "generate", project / "shots" / "a.mp4", "--start", "0.5", "--end", "1.5",
+               "--steps", "1", "-o", out) == 0
+    assert sf.info(out).frames == 48000
+    # Without --end: to the end of the movie.
+    assert v2a(endpoint, "generate", project / "shots" / "b.mp4", "--steps", "1", "-o", out) == 0
+    assert sf.info(out).frames == 3 * 48000
+    # The positional form still works.
+    assert v2a(endpoint, "generate", project / "shots" / "b.mp4", "0", "0.25", "--steps", "1",
+               "-o", out) == 0
+    assert sf.info(out).frames == 12000
+    capsys.readouterr()
