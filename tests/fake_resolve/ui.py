@@ -4,8 +4,10 @@ widgets, timers and the dispatcher's event loop.
 Shapes follow the documented usage: elements are built as ``ui.VGroup({props}, [children])`` or
 ``ui.LineEdit({"ID": ..., "Text": ...})``; properties are read and written as attributes
 (``item.Text``, ``item.Value``); handlers are assigned as ``win.On.<ID>.Clicked = fn`` and
-``win.On.<WindowID>.Close = fn``; a timer is ``ui.Timer({"ID", "Interval" (ms)})`` whose
-``disp.On.<ID>.Timeout`` fires while ``disp.RunLoop()`` runs, until ``disp.ExitLoop()``.
+``win.On.<WindowID>.Close = fn``; a timer is ``ui.Timer({"ID", "Interval" (ms)})``; every
+timer's tick calls the dispatcher's one ``disp.On.Timeout`` handler with ``ev["who"]`` the
+timer's ID (as public UIManager scripts use it), while ``disp.RunLoop()`` runs, until
+``disp.ExitLoop()``.
 
 `RunLoop` plays a scripted user (`FakeUIManager.user_actions`: ``(after_s, fn(window))``) in real
 time and records how long every handler held the loop (`handler_seconds`), which is what a test
@@ -31,11 +33,17 @@ class _Slots:
 
 
 class _On:
+    """`win.On.<ID>.<Event> = fn` for elements; `disp.On.Timeout = fn` for timers."""
+
     def __init__(self):
         object.__setattr__(self, "_slots", {})
+        object.__setattr__(self, "_direct", {})
 
     def __getattr__(self, element_id: str) -> _Slots:
         return self._slots.setdefault(element_id, _Slots())
+
+    def __setattr__(self, event: str, handler) -> None:
+        self._direct[event] = handler
 
     def _handler(self, element_id: str, event: str):
         slots = self._slots.get(element_id)
@@ -173,7 +181,7 @@ class FakeDispatcher:
                         timer.Stop()
                     else:
                         timer._props["_due"] = now + timer._props.get("Interval", 0) / 1000
-                    manager._call(self.On._handler(timer._props.get("ID"), "Timeout"),
+                    manager._call(self.On._direct.get("Timeout"),
                                   {"who": timer._props.get("ID"), "what": "Timeout"})
             time.sleep(0.002)
 

@@ -86,7 +86,8 @@ class GenerateDialog:
         window.On.Generate.Clicked = self.on_generate
         window.On.Cancel.Clicked = self.on_cancel
         getattr(window.On, WINDOW_ID).Close = self.on_close
-        getattr(self.dispatcher.On, TIMER_ID).Timeout = self.on_tick
+        # Every UIManager timer reports to the dispatcher's one Timeout handler; `who` says which.
+        self.dispatcher.On.Timeout = self.on_tick
         return window
 
     def run(self) -> GenerationReport | None:
@@ -126,6 +127,8 @@ class GenerateDialog:
         self.timer.Start()
 
     def on_tick(self, event=None) -> None:
+        if _who(event) not in (None, TIMER_ID):
+            return
         if not self.running():
             self.timer.Stop()
             return
@@ -163,3 +166,10 @@ class GenerateDialog:
         self.show(text)
         self.item("Generate").Enabled = True
         self.item("Cancel").Text = "Close"
+
+
+def _who(event) -> str | None:
+    try:
+        return event["who"]
+    except (TypeError, KeyError, IndexError):
+        return None
