@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -176,8 +177,6 @@ def test_register_and_unregister_twice_cleanly(addon):
 
 
 def test_one_helper_reads_strips_and_sequences(addon):
-    from types import SimpleNamespace
-
     strips_of = sys.modules[ADDON + ".compat"].strips_of
     editor = bpy.context.scene.sequence_editor_create()
     assert strips_of(editor) == editor.strips
@@ -385,3 +384,101 @@ def test_generate_needs_movie_strips(edit, addon, connected):
     with pytest.raises(RuntimeError, match="No unmuted movie strips"):
         bpy.ops.sequencer.v2a_generate()
     assert not _runner(addon).busy
+
+
+def test_continuous_mode_makes_one_sound_across_cuts(edit, movies, addon, connected):
+    strips = edit.sequence_editor.strips
+    strips.new_movie("Wide", str(movies["ntsc"]), 1, 1).frame_final_end = 31
+    strips.new_movie("Close", str(movies["ntsc"]), 1, 31).frame_final_end = 61
+    edit.v2a.mode = "CONTINUOUS"
+    assert bpy.ops.sequencer.v2a_generate() == {"FINISHED"}
+    _drive(addon, _idle(addon))
+    (sound,) = _strips(edit, "SOUND").values()
+    assert sound.name.startswith("Wide") and "Close" in sound.name
+    assert (sound.frame_final_start, sound.frame_final_end, sound.channel) == (1, 61, 2)
+
+
+def test_strips_that_cannot_be_generated_are_listed_and_the_rest_still_sound(
+        edit, movies, addon, connected, tmp_path):
+    strips = edit.sequence_editor.strips
+    strips.new_movie("Good", str(movies["ntsc"]), 1, 1)
+    gone = str(shutil.copy(movies["ntsc"], tmp_path / "gone.mp4"))
+    strips.new_movie("Lost", gone, 2, 1)
+    os.remove(gone)
+    assert bpy.ops.sequencer.v2a_generate() == {"FINISHED"}
+    _drive(addon, _idle(addon))
+    state = _runner(addon).state
+    assert set(_strips(edit, "SOUND")) == {"Good (V2A)"}
+    assert [e.strip for e in state.errors] == ["Lost"]
+    assert "not found" in state.errors[0].message
+
+
+# --- the panel ---------------------------------------------------------------------------------
+
+
+class RNACheckedLayout:
+    """Records what a panel draws. Blender creates a real `UILayout` only for a window it draws
+    (none exists headless), so this checks every call against UILayout's RNA definition instead:
+    the function exists, its keywords exist, enum values (icons, types) are valid, `prop` names a
+    real property and `operator` a registered operator."""
+
+    _rna = bpy.types.UILayout.bl_rna
+
+    def __init__(self, log: list):
+        object.__setattr__(self, "log", log)
+
+    def __setattr__(self, name, value):
+        assert name in self._rna.properties, f"UILayout has no property {name!r}"
+
+    def __getattr__(self, name):
+        assert name in self._rna.functions, f"UILayout has no function {name!r}"
+        function = self._rna.functions[name]
+        params = [p for p in function.parameters if not p.is_output]
+        returns_layout = any(p.is_output and p.identifier == "layout" for p in function.parameters)
+
+        def call(*args, **kwargs):
+            named = dict(zip([p.identifier for p in params], args, strict=False)) | kwargs
+            for key, value in named.items():
+                assert key in function.parameters, f"UILayout.{name}() has no parameter {key!r}"
+                param = function.parameters[key]
+                if param.type == "ENUM" and isinstance(value, str):
+                    assert value in {e.identifier for e in param.enum_items}, (name, key, value)
+            if name == "prop":
+                assert named["property"] in named["data"].bl_rna.properties, named["property"]
+            if name == "operator":
+                module, _, op = named["operator"].partition(".")
+                assert hasattr(bpy.types, f"{module.upper()}_OT_{op}"), named["operator"]
+            self.log.append((name, named))
+            return RNACheckedLayout(self.log) if returns_layout else None
+
+        return call
+
+
+def _draw_panel(addon):
+    log: list = []
+    panel = SimpleNamespace(layout=RNACheckedLayout(log))
+    bpy.types.SEQUENCER_PT_v2a.draw(panel, bpy.context)
+    return log
+
+
+def test_panel_draws_settings_progress_and_errors(edit, addon):
+    log = _draw_panel(addon)
+    props = [kw["property"] for name, kw in log if name == "prop"]
+    assert props == ["prompt", "negative_prompt", "seed", "steps", "guidance", "takes", "scope",
+                     "mode"]
+    operators = [kw["operator"] for name, kw in log if name == "operator"]
+    assert operators == ["sequencer.v2a_connect", "sequencer.v2a_generate",
+                         "sequencer.v2a_cancel"]
+    assert not any(name == "progress" for name, _ in log)
+
+    state = _runner(addon).state
+    state.phase, state.progress, state.progress_text = "running", 0.4, "sampling — Door (1/3)"
+    state.errors = [addon.session.StripError("Lost", "movie file not found: /x.mp4")]
+    try:
+        log = _draw_panel(addon)
+    finally:
+        _runner(addon).state = addon.session.State()
+    (progress,) = [kw for name, kw in log if name == "progress"]
+    assert progress["factor"] == 0.4 and progress["text"].startswith("sampling")
+    labels = " ".join(kw.get("text", "") for name, kw in log if name == "label")
+    assert "Lost: movie file not found" in labels

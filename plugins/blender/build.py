@@ -12,12 +12,15 @@ ones when the zip is installed (Preferences ▸ Get Extensions ▸ Install from 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import tomllib
+import urllib.error
+import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -39,11 +42,7 @@ PLATFORM_TAGS = {
 }
 VENDORED = ("client.py", "wire.py")
 _SKIP = shutil.ignore_patterns("__pycache__", "*.pyc", "wheels", "_bridge")
-_NETWORK_TROUBLE = re.compile(
-    r"NewConnectionError|Network is unreachable|Temporary failure in name resolution|"
-    r"Name or service not known|Max retries exceeded|Connection refused|timed out",
-    re.IGNORECASE,
-)
+DEFAULT_INDEX = "https://pypi.org/simple"
 
 
 class BuildError(Exception):
@@ -75,27 +74,64 @@ def stage_addon(dest: Path) -> Path:
 
 
 def download_wheels(folder: Path) -> list[str]:
-    """Download the pinned wheels for every platform into `folder`; returns their file names."""
+    """Download the pinned wheels for every platform into `folder`; returns their file names.
+    One pip per platform, all at once (each spends most of its time waiting on the index)."""
     folder.mkdir(parents=True, exist_ok=True)
+    runs = {}
     for platform, tags in PLATFORM_TAGS.items():
         command = [
-            sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
+            sys.executable, "-m", "pip", "download", "--disable-pip-version-check",
             "--only-binary=:all:", "--no-deps", "--python-version", PYTHON_VERSION,
             "--implementation", "cp", "--abi", "cp311",
             *(arg for tag in tags for arg in ("--platform", tag)),
-            "--dest", str(folder), *REQUIREMENTS,
+            "--dest", str(folder / platform), *REQUIREMENTS,
         ]
-        done = subprocess.run(command, capture_output=True, text=True)
-        if done.returncode != 0:
-            detail = (done.stderr or done.stdout).strip()[-2000:]
-            kind = IndexUnreachable if _NETWORK_TROUBLE.search(detail) else BuildError
-            raise kind(f"pip could not download the {platform} wheels: {detail}")
+        runs[platform] = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    failures = []
+    for platform, run in runs.items():
+        out, err = run.communicate()
+        if run.returncode != 0:
+            failures.append((platform, (err or out).strip()[-2000:]))
+    if failures:
+        platform, detail = failures[0]
+        index = package_index()
+        if not index_reachable(index):
+            raise IndexUnreachable(f"the package index {index} cannot be reached; pip said: "
+                                   f"{detail}")
+        raise BuildError(f"pip could not download the {platform} wheels: {detail}")
+    for platform in runs:  # the same universal2 wheel may serve two platforms
+        for wheel in (folder / platform).glob("*.whl"):
+            wheel.replace(folder / wheel.name)
+        shutil.rmtree(folder / platform)
     wheels = sorted(p.name for p in folder.glob("*.whl"))
     for requirement in REQUIREMENTS:
         name = requirement.split("==")[0]
         if not any(w.startswith(name + "-") for w in wheels):
             raise BuildError(f"no {name} wheel was downloaded")
     return wheels
+
+
+def package_index() -> str:
+    """The index pip downloads from: PIP_INDEX_URL, else pip's configured index-url, else PyPI."""
+    if os.environ.get("PIP_INDEX_URL"):
+        return os.environ["PIP_INDEX_URL"]
+    listed = subprocess.run([sys.executable, "-m", "pip", "config", "list"],
+                            capture_output=True, text=True).stdout
+    for line in listed.splitlines():
+        key, _, value = line.partition("=")
+        if key.endswith("index-url") and not key.endswith("extra-index-url"):
+            return value.strip().strip("'\"")
+    return DEFAULT_INDEX
+
+
+def index_reachable(index: str, timeout: float = 10.0) -> bool:
+    """pip hides connection failures behind "no matching distribution"; ask the index itself."""
+    try:
+        with urllib.request.urlopen(index.rstrip("/") + "/msgpack/", timeout=timeout):
+            return True
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
 
 
 def write_manifest(package: Path, wheels: list[str]) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import time
+import traceback
 import uuid
 from dataclasses import dataclass, field
 
@@ -341,7 +342,14 @@ RUNNER = Runner()
 
 
 def _timer() -> float | None:
-    interval = RUNNER.tick()
+    try:
+        interval = RUNNER.tick()
+    except Exception as exc:
+        # A bug must not leave the panel saying "running" forever: Blender drops a timer
+        # whose callback raised.
+        traceback.print_exc()
+        RUNNER._finish(f"V2A add-on error ({type(exc).__name__}: {exc}); please report it")
+        interval = None
     redraw_panels()
     return interval
 
