@@ -1,7 +1,7 @@
 """`v2a`: the command line for the V2A Bridge daemon.
 
     v2a [--endpoint E] status | ping | generate MEDIA START END -o OUT.wav | cancel ID | jobs
-                       | unload | shutdown | keys create DIR
+                       | unload | shutdown | keys create DIR | install-resolve [--target DIR]
 
 When nothing answers on a loopback endpoint, commands that need the daemon start one in the
 background and say where its log is. Subcommands are registered by the functions in
@@ -295,6 +295,22 @@ def cmd_keys_create(args) -> int:
     return 0
 
 
+def register_install_resolve(sub) -> None:
+    p = sub.add_parser("install-resolve",
+                       help="put V2A Generate into DaVinci Resolve's Workspace > Scripts > Edit menu")
+    p.add_argument("--target", type=Path, default=None,
+                   help="Resolve's Fusion folder (default: this user's, for this OS)")
+    p.add_argument("--all-users", action="store_true",
+                   help="install for every user of this computer (needs admin rights)")
+    p.set_defaults(handler=cmd_install_resolve)
+
+
+def cmd_install_resolve(args) -> int:
+    from plugins.resolve.install import run  # the plugin's files; no other command needs them
+
+    return run(args.target, args.all_users)
+
+
 from bridge import timeline_cli  # noqa: E402  (timeline commands; imports nothing heavy)
 
 COMMANDS: list[Callable] = [
@@ -308,6 +324,7 @@ COMMANDS: list[Callable] = [
     register_unload,
     register_shutdown,
     register_keys,
+    register_install_resolve,
 ]
 """One registration per subcommand; add a line here to add a command."""
 

@@ -295,3 +295,12 @@ def test_install_command_prints_where_it_installed(tmp_path, capsys):
     (tmp_path / "Blocked").write_text("a file where the folder should be")
     assert install.run(tmp_path / "Blocked") == 1
     assert "Could not write" in capsys.readouterr().err
+
+
+def test_v2a_install_resolve_command(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "bridge.cli", "install-resolve", "--target",
+                           str(tmp_path / "Fusion")], cwd=Path(__file__).resolve().parents[1],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "Fusion" / "Scripts" / "Edit" / "V2A Generate.py").is_file()
+    assert "Workspace ▸ Scripts ▸ Edit ▸ V2A Generate" in done.stdout
