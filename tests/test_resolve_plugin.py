@@ -304,3 +304,21 @@ def test_v2a_install_resolve_command(tmp_path):
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "Fusion" / "Scripts" / "Edit" / "V2A Generate.py").is_file()
     assert "Workspace ▸ Scripts ▸ Edit ▸ V2A Generate" in done.stdout
+
+
+def test_placements_at_another_rate_are_converted_to_timeline_frames(edit):
+    resolve, project, timeline = edit
+    found = host.current_edit(resolve)
+    result = {"rate": 2 * float(NTSC_FILM), "placements": [
+        {"file": "/x.wav", "track": 1, "record_start": 96, "duration": 48, "source_in": 4,
+         "clip": "a", "take": 1}]}
+    [p] = host.placements_from_result(result, found)
+    assert (p.record_frame, p.duration, p.source_in) == (86400 + 48, 24, 2)
+
+
+def test_a_timeline_without_picture_media_asks_for_a_media_dir(tmp_path):
+    resolve = FakeResolve()
+    project = resolve.GetProjectManager().CreateProject("Empty cut")
+    project.GetMediaPool().CreateEmptyTimeline("Nothing yet")
+    with pytest.raises(SettingsInvalid, match="media_dir"):
+        generate_for_timeline(resolve, endpoint=free_endpoint(), on_progress=None)
