@@ -322,3 +322,12 @@ def test_a_timeline_without_picture_media_asks_for_a_media_dir(tmp_path):
     project.GetMediaPool().CreateEmptyTimeline("Nothing yet")
     with pytest.raises(SettingsInvalid, match="media_dir"):
         generate_for_timeline(resolve, endpoint=free_endpoint(), on_progress=None)
+
+
+def test_an_unwritable_media_dir_is_a_clear_error(edit, tmp_path):
+    resolve, project, timeline = edit
+    blocker = tmp_path / "not a folder"
+    blocker.write_text("")
+    with pytest.raises(SettingsInvalid, match="Cannot create the folder"):
+        generate_for_timeline(resolve, endpoint=free_endpoint(), on_progress=None,
+                              media_dir=str(blocker / "V2A"))

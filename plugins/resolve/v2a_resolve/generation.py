@@ -90,7 +90,12 @@ class TimelineGeneration:
                 "No folder for the generated audio: the timeline's video clips have no media "
                 "folder on this computer. Set \"media_dir\" (an absolute folder) in "
                 "V2A Generate.json or pass media_dir=...")
-        os.makedirs(self.media_dir, exist_ok=True)
+        try:
+            os.makedirs(self.media_dir, exist_ok=True)
+        except OSError as exc:
+            raise SettingsInvalid(
+                f"Cannot create the folder for the generated audio, {self.media_dir}: {exc}. "
+                "Set \"media_dir\" in V2A Generate.json to a folder you can write to.") from exc
         with tempfile.TemporaryDirectory(prefix="v2a-resolve-") as scratch:
             otio_text = host.export_otio(
                 self.resolve, self.edit.timeline,
@@ -188,10 +193,13 @@ class TimelineGeneration:
                                   failed=list(result.get("failed", [])))
         otio_text = result.get("otio")
         if otio_text:
-            report.otio_path = os.path.join(self.media_dir,
-                                            host.safe_file_name(edit.name) + " V2A.otio")
-            with open(report.otio_path, "w", encoding="utf-8") as f:
-                f.write(otio_text)
+            path = os.path.join(self.media_dir, host.safe_file_name(edit.name) + " V2A.otio")
+            try:
+                with open(path, "w", encoding="utf-8") as f:
+                    f.write(otio_text)
+                report.otio_path = path
+            except OSError:
+                pass  # only a convenience copy; the placements below do not need it
         current = self.resolve.GetProjectManager().GetCurrentProject()
         if current is None or host._unique_id(current) != host._unique_id(edit.project):
             raise PlacementFailed(
