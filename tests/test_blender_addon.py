@@ -298,6 +298,7 @@ def test_generate_places_sound_under_each_strip(edit, movies, addon, connected):
         heard, alternate = sounds[f"{name} (V2A)"], sounds[f"{name} (V2A take 2)"]
         for strip in (heard, alternate):
             assert (strip.frame_final_start, strip.frame_final_end) == (first, end), strip.name
+            assert strip.sound.filepath.startswith("//v2a/")
             path = Path(bpy.path.abspath(strip.sound.filepath))
             assert path.parent == Path(bpy.data.filepath).parent / "v2a"
             info = sf.info(str(path))

@@ -148,6 +148,23 @@ def apply_placements(scene, placements: list[SoundPlacement]) -> list[str]:
         for strip in added:
             strips.remove(strip)
         raise ApplyError(f"Blender refused a generated sound file: {exc}") from None
+    for strip in added:
+        _relative_to_blend(strip.sound)
     names = [s.name for s in added]
-    bpy.ops.ed.undo_push(message="V2A: add generated sound")
+    if bpy.ops.ed.undo_push.poll():
+        bpy.ops.ed.undo_push(message="V2A: add generated sound")
     return names
+
+
+def _relative_to_blend(sound) -> None:
+    """Keep `//v2a/...` paths relative, so the project folder can move with its sound."""
+    if not bpy.data.filepath:
+        return
+    path = os.path.abspath(bpy.path.abspath(sound.filepath))
+    folder = os.path.abspath(os.path.dirname(bpy.data.filepath))
+    try:
+        inside = os.path.commonpath([path, folder]) == folder
+    except ValueError:  # on another drive (Windows)
+        return
+    if inside:
+        sound.filepath = bpy.path.relpath(path)
