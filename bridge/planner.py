@@ -142,12 +142,38 @@ def read_timeline(path: str | Path, *, edl_rate: float = 24.0) -> otio.schema.Ti
             f"{path.name}: reading {path.suffix} needs the OTIO adapter plugin {adapter!r}; "
             "install it (pip install otio-aaf-adapter for AAF) or export OTIO instead"
         )
+    if adapter == "otioz":
+        return _read_otioz(path)
     kwargs = {"rate": edl_rate} if adapter == "cmx_3600" else {}
     try:
         result = otio.adapters.read_from_file(str(path), adapter_name=adapter, **kwargs)
     except Exception as exc:  # adapters raise anything from ValueError to their own types
         raise TimelineError(f"{path.name}: could not be read as {adapter}: {exc}") from exc
     return _as_timeline(result, path.name)
+
+
+def _read_otioz(path: Path) -> otio.schema.Timeline:
+    """An .otioz bundle is unpacked beside it (`NAME.otioz-media/`, reused when already there)
+    so that its media outlive this process; its media paths are made absolute there."""
+    folder = path.parent / f"{path.stem}.otioz-media"
+    try:
+        if not (folder / "content.otio").is_file():
+            folder.mkdir(exist_ok=True)
+            otio.adapters.read_from_file(str(path), extract_to_directory=str(folder))
+        timeline = _as_timeline(
+            otio.adapters.read_from_file(str(folder / "content.otio")), path.name
+        )
+    except OSError as exc:
+        raise TimelineError(f"{path.name}: cannot unpack it into {folder}: {exc}") from exc
+    except Exception as exc:
+        raise TimelineError(f"{path.name}: could not be read as otioz: {exc}") from exc
+    for clip in timeline.find_clips():
+        ref = clip.media_reference
+        if isinstance(ref, otio.schema.ExternalReference) and ref.target_url:
+            local = media_path(ref.target_url)
+            if not Path(local).is_absolute() and "://" not in local:
+                ref.target_url = str((folder / local).resolve())
+    return timeline
 
 
 def parse_timeline_json(text: str) -> otio.schema.Timeline:
