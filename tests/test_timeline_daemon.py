@@ -15,7 +15,9 @@ import soundfile as sf
 from bridge.client import Client, DaemonError
 from bridge.planner import media_path, read_timeline, seconds
 from bridge.timeline_output import is_generated_track
+from daemon.engine import MediaError
 from daemon.server import Server, ServerConfig
+from tests.daemon_harness import running_server
 from tests.engines import ToneEngine
 from tests.timeline_kit import (
     clip,
@@ -241,3 +243,48 @@ def test_real_samples_through_the_daemon(daemon, tmp_path, name):
         assert seconds(a.range_in_parent().start_time) == seconds(v.range_in_parent().start_time)
         frames = sf.info(media_path(a.media_reference.target_url)).frames
         assert frames == a.media_reference.available_range.duration.value
+
+
+class BatchingEngine(ToneEngine):
+    """Reports a GPU so the timeline job batches; a file named *corrupt* cannot be decoded."""
+
+    def __init__(self):
+        super().__init__(name="batching-test")
+        self.batches: list[int] = []
+
+    def load(self, device: str) -> None:
+        super().load("cuda:0")
+
+    def generate(self, request, progress, cancelled):
+        if any("corrupt" in s.media for s in request.segments):
+            raise MediaError(f"cannot decode {request.segments[0].media}: invalid data")
+        return super().generate(request, progress, cancelled)
+
+    def generate_batch(self, requests, progress, cancelled):
+        self.batches.append(len(requests))
+        return [self.generate(r, progress, cancelled) for r in requests]
+
+
+def test_gpu_batches_equal_lengths_and_isolates_bad_media(media, tmp_path):
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(b"not a movie at all")
+    engine = BatchingEngine()
+    with running_server(tmp_path / "cache", engine, device="cuda") as server:
+        client = Client(server.endpoint, timeout=30)
+        tl = timeline(
+            track(
+                *[clip(f"one s {i}", i, 24, media=media["a"], avail=(0, 96)) for i in range(3)],
+                clip("broken", 0, 24, media=str(corrupt), avail=(0, 96)),
+                *[clip(f"half s {i}", i, 12, media=media["b"], avail=(0, 96)) for i in range(2)],
+            )
+        )
+        try:
+            body, events = run(client, tl, tmp_path / "w", takes=2)
+        finally:
+            client.close()
+    # 1 s clips: 3 clips x 2 takes + the broken one's 2 takes = 8 in one batch; 0.5 s: 4.
+    assert sorted(engine.batches) == [4, 8]
+    assert [f["clip"] for f in body["failed"]] == ["broken [V1/4]"]
+    assert "invalid data" in body["failed"][0]["message"]
+    assert len([e for e in events if e.type == "clip_done"]) == 5
+    assert len(body["placements"]) == 10
