@@ -5,13 +5,24 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import socket
+import subprocess
+import sys
 import threading
+import time
 import wave
 
 import pytest
 
+from bridge.client import Client, DaemonError, DaemonUnavailable
 from daemon.server import Server, ServerConfig
-from plugins.resolve.v2a_resolve import generate_for_timeline, run_from_menu
+from plugins.resolve.v2a_resolve import (
+    GenerateSettings,
+    TimelineGeneration,
+    generate_for_timeline,
+    run_from_menu,
+)
 from tests.engines import ToneEngine
 from tests.fake_resolve import EXPORT_OTIO, FakeBmd, FakeFusion, FakeResolve, FakeUIManager
 from tests.fake_resolve.media import edit_timeline, make_movie
@@ -169,8 +180,6 @@ def test_the_result_otio_imports_back_into_resolve(daemon, footage):
 def test_export_from_resolve_is_what_the_daemon_reads(daemon, footage, tmp_path):
     """The manual path's first step, Timeline.Export(.., EXPORT_OTIO), gives a file the daemon
     accepts as it is (bare paths, 01:00:00:00 start)."""
-    from bridge.client import Client
-
     resolve = FakeResolve()
     project, timeline = cut(resolve, footage)
     exported = tmp_path / "Scene 12.otio"
@@ -251,3 +260,71 @@ def test_cancel_in_the_dialog_stops_the_job_and_touches_nothing(slow_daemon, foo
     assert seen["running button"] == "Cancel" and "%" in str(seen["running"])
     assert seen["after"] == "Cancelled." and seen["after button"] == "Close"
     assert timeline.GetTrackCount("audio") == 1
+
+
+def _generation_under_way(resolve, footage, endpoint):
+    cut(resolve, footage)
+    generation = TimelineGeneration(
+        resolve, GenerateSettings(endpoint=endpoint, answer_timeout_s=0.5))
+    generation.start()
+    heard: list[str] = []
+    while not any("clip" in line for line in heard):
+        heard += generation.poll(timeout=0.1)
+    return generation
+
+
+def test_a_daemon_stopped_mid_job_says_so(footage, tmp_path):
+    server = Server(ServerConfig(bind="tcp://127.0.0.1:0", cache_dir=tmp_path / "cache"),
+                    ToneEngine(step_delay=0.2))
+    server.start()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    resolve = FakeResolve()
+    generation = _generation_under_way(resolve, footage, server.endpoint)
+    server.request_stop()
+    thread.join(30)
+    with pytest.raises(DaemonError) as raised:
+        for _ in range(100):
+            generation.poll(timeout=0.1)
+    assert raised.value.code == "shutting_down" and "send it again" in raised.value.message
+    assert resolve.GetProjectManager().GetCurrentProject().GetCurrentTimeline().GetTrackCount(
+        "audio") == 1
+
+
+def test_a_daemon_killed_mid_job_is_noticed(footage, tmp_path):
+    """Silence is not trusted: after a quiet spell the plugin pings (without waiting), and a
+    daemon that answers neither job nor ping is reported as unavailable."""
+    endpoint = f"tcp://127.0.0.1:{_free_port()}"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "daemon.cli", "--bind", endpoint, "--cache-dir",
+         str(tmp_path / "cache"), "--engine", "tests.engines:ToneEngine"],
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        env={**os.environ, "V2A_TONE_STEP_DELAY": "0.2"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with Client(endpoint, timeout=1.0) as client:
+                    client.ping()
+                break
+            except DaemonUnavailable:
+                assert process.poll() is None and time.monotonic() < deadline
+        generation = _generation_under_way(FakeResolve(), footage, endpoint)
+        process.send_signal(signal.SIGKILL)
+        process.wait(30)
+        began = time.monotonic()
+        with pytest.raises(DaemonUnavailable, match="v2a-daemon"):
+            for _ in range(100):  # the ping goes out after 0.5 s of silence
+                generation.poll(timeout=0.1)
+        assert time.monotonic() - began < 5
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(30)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

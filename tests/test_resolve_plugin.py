@@ -18,6 +18,7 @@ import soundfile
 from bridge.client import DaemonUnavailable
 from plugins.resolve import install
 from plugins.resolve.v2a_resolve import (
+    ExportFailed,
     GenerateSettings,
     NoProjectOpen,
     NoTimelineOpen,
@@ -331,3 +332,10 @@ def test_an_unwritable_media_dir_is_a_clear_error(edit, tmp_path):
     with pytest.raises(SettingsInvalid, match="Cannot create the folder"):
         generate_for_timeline(resolve, endpoint=free_endpoint(), on_progress=None,
                               media_dir=str(blocker / "V2A"))
+
+
+def test_a_resolve_without_otio_export_says_to_update(edit):
+    resolve, project, timeline = edit
+    resolve.EXPORT_OTIO = None  # Resolve before 18.5 has no OTIO export
+    with pytest.raises(ExportFailed, match="18.5"):
+        generate_for_timeline(resolve, endpoint=free_endpoint(), on_progress=None)
