@@ -268,6 +268,11 @@ resolve = FakeResolve()
 movie = make_movie(sys.argv[2], 24)
 edit_timeline(resolve, "Scene", "23.976", [{{"path": movie, "record": 0, "in": 0, "out": 24}}])
 runpy.run_path(sys.argv[1], init_globals={{"resolve": resolve}})
+from tests.fake_resolve import FakeBmd, FakeFusion, FakeUIManager
+ui = FakeUIManager([(0.05, lambda window: window._close())])
+runpy.run_path(sys.argv[1], init_globals={{"resolve": resolve, "fu": FakeFusion(ui),
+                                           "bmd": FakeBmd()}})
+print("DIALOG", ui.windows[0].WindowTitle, ui.windows[0].Find("Prompt").Text)
 import bridge.client, v2a_resolve
 print("FROM", bridge.client.__file__, v2a_resolve.__file__)
 """
@@ -276,6 +281,7 @@ print("FROM", bridge.client.__file__, v2a_resolve.__file__)
                          text=True, timeout=60).stdout
     assert "No project is open in Resolve" in out
     assert "'mine'" in out and "No V2A daemon answered" in out
+    assert "DIALOG V2A Generate mine" in out  # with fu and bmd: the dialog, settings filled in
     sources = out.split("FROM", 1)[1].split()
     assert all(path.startswith(str(installed.library)) for path in sources)
 
