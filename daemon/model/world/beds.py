@@ -8,6 +8,8 @@ move together. A music bed starts on its shot's first frame (a cut), with a new 
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 from scipy import signal
 
@@ -23,8 +25,13 @@ def _frames_to_samples(env: np.ndarray, hop: int) -> np.ndarray:
     return np.interp(np.arange(n), centres, env).astype(np.float32)
 
 
+@lru_cache(maxsize=64)
+def _butter(kind: str, freq, rate: int) -> np.ndarray:
+    return signal.butter(2, freq, btype=kind, fs=rate, output="sos")
+
+
 def _filtered(rng: np.random.Generator, n: int, rate: int, kind: str, freq) -> np.ndarray:
-    sos = signal.butter(2, freq, btype=kind, fs=rate, output="sos")
+    sos = _butter(kind, tuple(freq) if isinstance(freq, list) else float(freq), rate)
     return signal.sosfilt(sos, rng.standard_normal(n)).astype(np.float32)
 
 
@@ -129,6 +136,7 @@ def music(rng: np.random.Generator, mood: str, frames: int, rate: int, fps: int
         vibrato = 1 + 0.003 * np.sin(2 * np.pi * 5 * t)
         out = sum(np.sin(2 * np.pi * _note_hz(root + 12 + s) * np.cumsum(vibrato) / rate)
                   for s in chord) * attack
+        onsets.append(0.0)  # the chord enters on the cut, softly
     elif mood == "upbeat":
         step = 60.0 / rng.uniform(115, 140) / 2  # eighth notes
         pattern = [root + 12 + chord[i % 4] + 12 * (i // 4 % 2) for i in range(8)]

@@ -122,10 +122,9 @@ def _shot_bounds(rng, config: WorldConfig) -> list[tuple[int, int]]:
     min_shot = int(2 * config.fps)
     if cuts and frames < (cuts + 1) * min_shot:
         cuts = 0
-    points = [0]
-    for _ in range(cuts):
-        points.append(int(rng.integers(points[-1] + min_shot, frames - min_shot * (cuts - len(
-            points) + 2) + 1)))
+    # Spread the spare frames over the shots so every shot keeps at least min_shot frames.
+    slack = np.sort(rng.integers(0, frames - (cuts + 1) * min_shot + 1, cuts))
+    points = [0] + [int((i + 1) * min_shot + slack[i]) for i in range(cuts)]
     points.append(frames)
     return list(zip(points[:-1], points[1:], strict=True))
 

@@ -122,7 +122,9 @@ class Dropper(Source):
                 continue
             strength = float(rng.uniform(0.5, 1.0))
             for c, v in zip(contacts, speeds, strict=True):
-                self._hit(c, fps, strength * v / speeds[0])
+                # Late bounces are faint: listed as soft events, not as onsets to find.
+                relative = v / speeds[0]
+                self._hit(c, fps, strength * relative, onset=relative >= 0.3)
                 shot.busy.add(c)
             self.drops.append(dict(appear=appear, x=float(rng.uniform(8, width - 8)), size=size,
                                    colour=_colour(rng), disk=bool(rng.random() < 0.5), top=top,

@@ -7,6 +7,8 @@ sound placed at an event's sample index starts exactly on the event's frame.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 from scipy import signal
 
@@ -28,9 +30,14 @@ _MODAL = {
 
 def _bandpass_noise(rng: np.random.Generator, n: int, low: float, high: float, rate: int
                     ) -> np.ndarray:
-    high = min(high, 0.45 * rate)
-    sos = signal.butter(2, [low, high], btype="band", fs=rate, output="sos")
+    sos = _butter(2, (float(low), float(min(high, 0.45 * rate))), "band", rate)
     return signal.sosfilt(sos, rng.standard_normal(n)).astype(np.float32)
+
+
+@lru_cache(maxsize=256)
+def _butter(order: int, freq, kind: str, rate: int) -> np.ndarray:
+    """Butterworth sections, cached: designing a filter costs more than running it."""
+    return signal.butter(order, freq, btype=kind, fs=rate, output="sos")
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
@@ -96,7 +103,7 @@ def _step_part(rng: np.random.Generator, surface: str, rate: int) -> np.ndarray:
         grains[where] = rng.uniform(0.2, 1.0, count) * rng.choice([-1, 1], count)
         kernel = np.exp(-np.arange(int(0.002 * rate)) / (0.0004 * rate))
         crunch = np.convolve(grains, kernel)[:m]
-        sos = signal.butter(2, 1500, btype="high", fs=rate, output="sos")
+        sos = _butter(2, 1500.0, "high", rate)
         crunch = signal.sosfilt(sos, crunch)
         crunch[0] += 0.8 * np.max(np.abs(crunch))
         return crunch

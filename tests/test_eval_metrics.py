@@ -1,0 +1,106 @@
+"""Evaluation metrics on hand-made cases: perfect, shifted, empty, and known detections."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from daemon.model.world.metrics import (
+    av_align,
+    detect_onsets,
+    motion_peaks,
+    onset_scores,
+    pooled_scores,
+    random_onsets,
+    span_energy_db,
+)
+
+RATE = 16_000
+
+
+def clicks(times, duration=2.0, noise=0.0, seed=0):
+    rng = np.random.default_rng(seed)
+    audio = noise * rng.standard_normal(int(duration * RATE)).astype(np.float32)
+    k = np.arange(800)
+    burst = (rng.standard_normal(800) * np.exp(-k / 80)).astype(np.float32)
+    for t in times:
+        at = int(t * RATE)
+        audio[at:at + 800] += burst[: len(audio) - at]
+    return audio
+
+
+def test_perfect_onsets_score_one():
+    s = onset_scores([0.5, 1.0, 1.5], [0.5, 1.0, 1.5])
+    assert (s["precision"], s["recall"], s["f1"]) == (1.0, 1.0, 1.0)
+
+
+def test_shift_inside_and_outside_the_tolerance():
+    ref = [0.5, 1.0, 1.5]
+    assert onset_scores([t + 0.04 for t in ref], ref)["f1"] == 1.0
+    assert onset_scores([t + 0.06 for t in ref], ref)["f1"] == 0.0
+
+
+def test_partial_detection_counts_misses_and_false_alarms():
+    s = onset_scores([0.5, 0.9, 3.0], [0.5, 1.0, 1.5, 2.0])
+    assert (s["tp"], s["fp"], s["fn"]) == (1, 2, 3)
+    assert s["precision"] == pytest.approx(1 / 3) and s["recall"] == pytest.approx(1 / 4)
+
+
+def test_one_detection_matches_only_one_reference():
+    s = onset_scores([1.0], [0.98, 1.02])
+    assert (s["tp"], s["fp"], s["fn"]) == (1, 0, 1)
+
+
+def test_empty_cases():
+    assert onset_scores([], [])["f1"] == 1.0
+    assert onset_scores([], [1.0])["f1"] == 0.0 and onset_scores([], [1.0])["recall"] == 0.0
+    assert onset_scores([1.0], [])["precision"] == 0.0
+
+
+def test_ignored_spans_do_not_count_as_false_alarms():
+    s = onset_scores([0.5, 2.02, 4.0], [0.5], ignore=[(2.0, 2.1)])
+    assert (s["tp"], s["fp"], s["fn"]) == (1, 1, 0)
+
+
+def test_pooled_scores_sum_counts():
+    a = onset_scores([0.5], [0.5])
+    b = onset_scores([], [1.0])
+    assert pooled_scores([a, b])["recall"] == 0.5
+
+
+def test_detector_finds_clicks_where_they_are():
+    times = [0.3, 0.7, 1.25, 1.6]
+    found = detect_onsets(clicks(times, noise=0.003), RATE)
+    assert onset_scores(found, times, 0.02)["f1"] == 1.0
+
+
+def test_detector_on_silence_and_steady_noise_finds_nothing():
+    assert len(detect_onsets(np.zeros(RATE), RATE)) == 0
+    steady = 0.1 * np.random.default_rng(1).standard_normal(2 * RATE).astype(np.float32)
+    assert len(detect_onsets(steady, RATE)) <= 1
+
+
+def test_motion_peaks_find_a_flash_frame():
+    frames = np.full((25, 16, 16, 3), 40, np.uint8)
+    frames[10] = 250
+    assert list(motion_peaks(frames, 25)) == [10 / 25]
+    assert len(motion_peaks(np.zeros((25, 8, 8, 3), np.uint8), 25)) == 0
+
+
+def test_av_align_perfect_one_frame_off_and_far_off():
+    v = [0.4, 1.2]
+    assert av_align([0.4, 1.2], v, 25) == 1.0
+    assert av_align([0.44, 1.24], v, 25) == 1.0  # within one frame (40 ms)
+    assert av_align([0.6, 1.5], v, 25) == 0.0
+    assert av_align([0.4], v, 25) == 0.5  # 1 match over a union of 2
+    assert av_align([], [], 25) == 1.0
+
+
+def test_random_onsets_and_span_energy():
+    rng = np.random.default_rng(0)
+    r = random_onsets(5, 8.0, rng)
+    assert len(r) == 5 and np.all((r >= 0) & (r <= 8)) and np.all(np.diff(r) >= 0)
+    tone = np.zeros(RATE, np.float32)
+    tone[:RATE // 2] = 0.1 * np.sin(np.arange(RATE // 2) * 0.1)
+    assert span_energy_db(tone, RATE, [(0, 0.5)]) == pytest.approx(10 * np.log10(0.005), abs=0.1)
+    assert span_energy_db(tone, RATE, [(0.5, 1.0)]) == -120.0
