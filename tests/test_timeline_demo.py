@@ -27,6 +27,14 @@ def test_demo_runs_the_whole_path(tmp_path, capsys):
     for c in clips:
         assert sf.info(media_path(c.media_reference.target_url)).samplerate == 48000
     assert (tmp_path / "preview.mp4").stat().st_size > 10_000
+    # The shots it made show clear events (things move), for the model to hear.
+    import av
+
+    for name in ("glass", "gravel", "door"):
+        with av.open(str(tmp_path / "media" / f"{name}.mp4")) as movie:
+            frames = [f.to_ndarray(format="rgb24").astype(float) for f in movie.decode(video=0)]
+        motion = [abs(a - b).mean() for a, b in zip(frames, frames[1:], strict=False)]
+        assert len(frames) == 100 and max(motion) > 0.5, name
 
 
 def test_demo_without_weights_says_so(tmp_path, capsys, monkeypatch):
@@ -36,13 +44,3 @@ def test_demo_without_weights_says_so(tmp_path, capsys, monkeypatch):
     assert rc == 1
     assert "not installed" in printed and "does not exist" in printed
     assert not (tmp_path / "preview.mp4").exists()
-
-
-def test_demo_shots_have_visible_events(tmp_path):
-    import av
-
-    for path in demo.make_shots(tmp_path).values():
-        with av.open(str(path)) as movie:
-            frames = [f.to_ndarray(format="rgb24").astype(float) for f in movie.decode(video=0)]
-        motion = [abs(a - b).mean() for a, b in zip(frames, frames[1:], strict=False)]
-        assert len(frames) == 100 and max(motion) > 0.5, path.name
