@@ -506,7 +506,15 @@ MediaCheck = Callable[[str, int | None], str | None]
 a message saying what is wrong. The daemon passes one that looks at its files."""
 
 
-def _media_of(piece: _Piece, media_check: MediaCheck | None) -> tuple[dict, tuple[str, str] | None]:
+MediaProbe = Callable[[str], "tuple[Fraction, Fraction | None] | None"]
+"""media_probe(path) -> (start timecode, duration) in seconds of a movie file, or None. Used for
+media references that carry no available_range (EDLs), so a clip at 01:00:10:00 of a file whose
+timecode starts at 01:00:00:00 shows its tenth second."""
+
+
+def _media_of(
+    piece: _Piece, media_check: MediaCheck | None, media_probe: MediaProbe | None = None
+) -> tuple[dict, tuple[str, str] | None]:
     """Segment arguments for the clip's media (path, image-sequence fields, origin), or an
     error (code, message) for a clip that has no usable media."""
     found, error = _reference_of(piece)
@@ -515,6 +523,11 @@ def _media_of(piece: _Piece, media_check: MediaCheck | None) -> tuple[dict, tupl
         if problem:
             name = piece.clip.name or piece.path
             error = ("media_error", f"clip {name!r}: {problem}")
+    if error is None and found["end"] is None and media_probe and "image_rate" not in found:
+        probed = media_probe(found["media"])
+        if probed is not None:
+            found["origin"] = probed[0]
+            found["end"] = None if probed[1] is None else probed[0] + probed[1]
     return found, error
 
 
@@ -578,10 +591,12 @@ def plan_timeline(
     options: PlanOptions | None = None,
     *,
     media_check: MediaCheck | None = None,
+    media_probe: MediaProbe | None = None,
 ) -> TimelinePlan:
     """One job per visible clip (mode `clip`) or per unbroken run of picture (`continuous`).
     `media_check` marks clips whose files cannot be read as failed before anything runs (in
-    continuous mode such a clip also ends the run)."""
+    continuous mode such a clip also ends the run); `media_probe` gives the start timecode of
+    media whose reference has no available_range."""
     options = options or PlanOptions()
     if options.mode not in MODES:
         raise TimelineError(f"mode {options.mode!r} is not one of {', '.join(MODES)}")
@@ -589,7 +604,7 @@ def plan_timeline(
     rate = exact_rate(rate_value)
     duration = seconds(timeline.tracks.duration())
     pieces = _visible_pieces(timeline, options.track, duration)
-    media = [_media_of(p, media_check) for p in pieces]
+    media = [_media_of(p, media_check, media_probe) for p in pieces]
     if options.mode == "clip":
         _give_handles(pieces, media)
         jobs, crossfades = _clip_jobs(pieces, media, options)

@@ -17,11 +17,19 @@ import json
 import os
 import tempfile
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 import opentimelineio as otio
 
-from bridge.planner import ClipJob, PlanOptions, TimelineError, parse_timeline_json, plan_timeline
+from bridge.planner import (
+    ClipJob,
+    PlanOptions,
+    TimelineError,
+    parse_timeline_json,
+    plan_timeline,
+    seconds,
+)
 from bridge.timeline_output import GeneratedClip, Take, build_output
 from daemon.engine import Cancelled, ClipRequest, MediaError, Segment
 from daemon.jobs import JobFailed
@@ -66,6 +74,7 @@ def run_generate_timeline(ctx) -> dict:
                 track=req.track,
             ),
             media_check=check_media,
+            media_probe=_Probe(),
         )
     except TimelineError as exc:
         raise JobFailed("invalid_request", str(exc)) from exc
@@ -154,6 +163,47 @@ def check_media(media: str, start_number: int | None) -> str | None:
     if not os.access(path, os.R_OK):
         return f"media file cannot be read (permissions): {path}"
     return None
+
+
+class _Probe:
+    """Start timecode and duration of movie files (PyAV), for references without an
+    available_range; one look per file per job."""
+
+    def __init__(self) -> None:
+        self._known: dict[str, tuple[Fraction, Fraction | None] | None] = {}
+
+    def __call__(self, path: str):
+        if path not in self._known:
+            self._known[path] = probe_movie(path)
+        return self._known[path]
+
+
+def probe_movie(path: str) -> tuple[Fraction, Fraction | None] | None:
+    """(start timecode, duration) in seconds, from the video stream's (or a tmcd track's)
+    `timecode` tag at the stream's frame rate; None when the file cannot be opened."""
+    import av
+
+    try:
+        with av.open(path) as container:
+            video = container.streams.video[0]
+            rate = video.average_rate or video.guessed_rate
+            tags = [video.metadata, *(s.metadata for s in container.streams), container.metadata]
+            timecode = next((t["timecode"] for t in tags if t.get("timecode")), None)
+            duration = None
+            if video.duration is not None and video.time_base is not None:
+                duration = Fraction(video.duration) * video.time_base
+            elif container.duration is not None:
+                duration = Fraction(container.duration, 1_000_000)
+    except (av.error.FFmpegError, IndexError, OSError):
+        return None
+    origin = Fraction(0)
+    if timecode and rate:
+        try:
+            frames = otio.opentime.from_timecode(timecode, float(rate))
+            origin = seconds(frames)
+        except ValueError:
+            origin = Fraction(0)
+    return origin, duration
 
 
 def _deliver_known(ctx, work: list[_Work], states, count) -> list[_Work]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import opentimelineio as otio
@@ -288,3 +289,16 @@ def test_gpu_batches_equal_lengths_and_isolates_bad_media(media, tmp_path):
     assert "invalid data" in body["failed"][0]["message"]
     assert len([e for e in events if e.type == "clip_done"]) == 5
     assert len(body["placements"]) == 10
+
+
+def test_start_timecode_read_from_the_file_when_the_timeline_lacks_it(daemon, tmp_path):
+    """EDLs carry source timecodes but no available_range: the file's own timecode decides."""
+    client, engine = daemon
+    rate = 30000 / 1001
+    path = write_movie(tmp_path / "cam.mov", 3.0, rate=Fraction(30000, 1001), timecode="01:00:00;00")
+    start = otio.opentime.from_timecode("01:00:01;00", rate).value
+    tl = timeline(track(clip("cam", start, 30, rate=rate, media=str(path), avail=None)), rate=rate)
+    body, _ = run(client, tl, tmp_path / "w")
+    assert not body["failed"]
+    (seg,) = engine.calls[-1].segments
+    assert seg.start == pytest.approx(1.001, abs=1e-6)

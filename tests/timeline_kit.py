@@ -93,8 +93,11 @@ def frames(seconds: Fraction, rate) -> Fraction:
 # --- real media ----------------------------------------------------------------------------
 
 
-def write_movie(path: Path, seconds: float, rate: int | Fraction = 24, size=(32, 24)) -> Path:
-    """A tiny H.264 movie whose brightness changes every frame (so it is not all alike)."""
+def write_movie(
+    path: Path, seconds: float, rate: int | Fraction = 24, size=(32, 24), timecode: str | None = None
+) -> Path:
+    """A tiny H.264 movie whose brightness changes every frame (so it is not all alike),
+    optionally with a start timecode (a tmcd track, as cameras write)."""
     import av
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -105,6 +108,8 @@ def write_movie(path: Path, seconds: float, rate: int | Fraction = 24, size=(32,
         stream.width, stream.height = size
         stream.pix_fmt = "yuv420p"
         stream.options = {"preset": "ultrafast"}
+        if timecode:
+            stream.metadata["timecode"] = timecode
         for i in range(n):
             img = np.full((size[1], size[0], 3), (i * 37) % 256, np.uint8)
             frame = av.VideoFrame.from_ndarray(img, format="rgb24")
