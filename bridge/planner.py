@@ -600,10 +600,15 @@ def plan_timeline(
     options = options or PlanOptions()
     if options.mode not in MODES:
         raise TimelineError(f"mode {options.mode!r} is not one of {', '.join(MODES)}")
-    rate_value = timeline_rate(timeline)
-    rate = exact_rate(rate_value)
-    duration = seconds(timeline.tracks.duration())
-    pieces = _visible_pieces(timeline, options.track, duration)
+    try:
+        rate_value = timeline_rate(timeline)
+        rate = exact_rate(rate_value)
+        duration = seconds(timeline.tracks.duration())
+        pieces = _visible_pieces(timeline, options.track, duration)
+    except (otio.exceptions.OTIOError, ValueError) as exc:
+        raise TimelineError(
+            f"the timeline's structure cannot be read ({exc}); export it again from the editor"
+        ) from exc
     media = [_media_of(p, media_check, media_probe) for p in pieces]
     if options.mode == "clip":
         _give_handles(pieces, media)

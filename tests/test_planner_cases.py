@@ -350,3 +350,9 @@ def test_start_timecode_of_timeline_is_not_record_offset():
     tl.global_start_time = RT(86400, 24)
     (job,) = plan_timeline(tl).jobs
     assert job.record_start == 0
+
+
+def test_clip_without_any_range_is_a_clear_error():
+    tl = timeline(track(otio.schema.Clip(name="no range")))
+    with pytest.raises(TimelineError, match="export it again"):
+        plan_timeline(tl)
