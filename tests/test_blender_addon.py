@@ -483,3 +483,32 @@ def test_panel_draws_settings_progress_and_errors(edit, addon):
     assert progress["factor"] == 0.4 and progress["text"].startswith("sampling")
     labels = " ".join(kw.get("text", "") for name, kw in log if name == "label")
     assert "Lost: movie file not found" in labels
+
+
+def test_daemon_dying_mid_run_is_reported_and_adds_nothing(edit, movies, addon, tmp_path,
+                                                            monkeypatch):
+    endpoint = _free_endpoint()
+    env = dict(os.environ, PYTHONPATH=str(REPO), V2A_TONE_STEP_DELAY="0.05")
+    process = subprocess.Popen(_daemon_command(endpoint, tmp_path), env=env, cwd=REPO,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        prefs = _prefs()
+        prefs.endpoint, prefs.start_daemon, prefs.answer_timeout = endpoint, False, 20.0
+        runner = _runner(addon)
+        assert bpy.ops.sequencer.v2a_connect() == {"FINISHED"}
+        _drive(addon, lambda: runner.state.daemon.startswith("connected:"))
+        prefs.answer_timeout = 0.3
+        edit.sequence_editor.strips.new_movie("Shot", str(movies["ntsc"]), 1, 1)
+        edit.v2a.steps = 200
+        assert bpy.ops.sequencer.v2a_generate() == {"FINISHED"}
+        _drive(addon, lambda: (runner.state.progress or 0) > 0)
+        process.kill()
+        process.wait(timeout=10)
+        # Silence makes the add-on ping; an unanswered ping ends the run.
+        monkeypatch.setattr(addon.session, "SILENCE_PING_S", 0.3)
+        _drive(addon, _idle(addon), timeout=10)
+        assert "stopped answering" in runner.state.message
+        assert _strips(edit, "SOUND") == {}
+    finally:
+        if process.poll() is None:
+            process.kill()
