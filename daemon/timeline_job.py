@@ -62,6 +62,8 @@ class _ClipState:
 
 
 def run_generate_timeline(ctx) -> dict:
+    """The `generate_timeline` job: returns the result body (otio, placements, rate, failed,
+    clips) after sending `progress` and `clip_done` events through `ctx`."""
     req = ctx.request
     try:
         timeline = parse_timeline_json(req.otio)
@@ -90,35 +92,7 @@ def run_generate_timeline(ctx) -> dict:
     count = len(plan.jobs)
     failed: list[dict] = []
     states: dict[int, _ClipState] = {}
-    work: list[_Work] = []
-    fingerprints = _Fingerprints()
-    for job in plan.jobs:
-        if job.error:
-            failed.append({"clip": job.label, "code": job.error[0], "message": job.error[1]})
-            continue
-        try:
-            media_key = [fingerprints.of(s) for s in job.segments]
-        except MediaError as exc:
-            failed.append({"clip": job.label, "code": "media_error", "message": str(exc)})
-            continue
-        states[job.index] = _ClipState(job)
-        for take in range(req.takes):
-            request = ClipRequest(
-                segments=job.segments,
-                prompt=job.prompt,
-                negative_prompt=job.negative_prompt,
-                seed=req.seed + take,
-                steps=req.steps,
-                cfg=req.cfg,
-            )
-            key = _cache_key(ctx.engine, request, media_key)
-            stem = safe_filename(job.clip_names[0] if len(job.clip_names) == 1 else job.label)
-            try:
-                path = safe_join(media_dir, f"{stem[:80]}.{key[:12]}.wav")
-            except SecurityError as exc:  # cannot happen with safe_filename; say so if it does
-                raise JobFailed("invalid_request", str(exc), job.label) from exc
-            work.append(_Work(job, take, request, key, path))
-
+    work = _takes_to_deliver(ctx, plan, media_dir, states, failed)
     pending = _deliver_known(ctx, work, states, count)
     for group in _batches(pending, on_gpu=ctx.engine.device.startswith("cuda")):
         ctx.check_cancelled()
@@ -150,6 +124,41 @@ def run_generate_timeline(ctx) -> dict:
         "failed": failed,
         "clips": count,
     }
+
+
+def _takes_to_deliver(ctx, plan, media_dir: Path, states, failed) -> list[_Work]:
+    """Every take of every clip that can be made, keyed and named; clips whose media cannot
+    be fingerprinted go to `failed`."""
+    req = ctx.request
+    fingerprints = _Fingerprints()
+    work: list[_Work] = []
+    for job in plan.jobs:
+        if job.error:
+            failed.append({"clip": job.label, "code": job.error[0], "message": job.error[1]})
+            continue
+        try:
+            media_key = [fingerprints.of(s) for s in job.segments]
+        except MediaError as exc:
+            failed.append({"clip": job.label, "code": "media_error", "message": str(exc)})
+            continue
+        states[job.index] = _ClipState(job)
+        stem = safe_filename(job.clip_names[0] if len(job.clip_names) == 1 else job.label)
+        for take in range(req.takes):
+            request = ClipRequest(
+                segments=job.segments,
+                prompt=job.prompt,
+                negative_prompt=job.negative_prompt,
+                seed=req.seed + take,
+                steps=req.steps,
+                cfg=req.cfg,
+            )
+            key = _cache_key(ctx.engine, request, media_key)
+            try:
+                path = safe_join(media_dir, f"{stem[:80]}.{key[:12]}.wav")
+            except SecurityError as exc:  # safe_filename prevents it; say so if it happens
+                raise JobFailed("invalid_request", str(exc), job.label) from exc
+            work.append(_Work(job, take, request, key, path))
+    return work
 
 
 def check_media(media: str, start_number: int | None) -> str | None:
