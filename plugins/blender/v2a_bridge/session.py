@@ -87,6 +87,7 @@ class Runner:
         self._ping_id: str | None = None
         self._ping_deadline = 0.0
         self._status_id: str | None = None
+        self._status_deadline = 0.0
         self._cancel_deadline = 0.0
         self._last_heard = 0.0
         self.local_daemon: LocalDaemon | None = None
@@ -162,14 +163,19 @@ class Runner:
             self._status_id = None
             if event.type == "status_reply":
                 self.state.daemon = _describe_status(event.body)
-        elif event.id == self.state.job_id and self.state.job_id is not None:
+        elif event.id == self.state.job_id and self.state.phase in ("running", "cancelling"):
             self._on_job_event(event)
 
     def _on_daemon_alive(self, pong: dict) -> None:
         self.state.daemon = f"connected (daemon {pong.get('version', '?')})"
-        self._status_id = self._submit("status", {})
+        if self._status_id is None:
+            self._status_id = self._submit("status", {})
+            self._status_deadline = time.monotonic() + self._connection.answer_timeout_s
         if self.state.phase in ("connecting", "starting") and self._job is not None:
-            self.state.job_id = self._submit("generate_timeline", self._job.body)
+            job_id = self._submit("generate_timeline", self._job.body)
+            if job_id is None:
+                return
+            self.state.job_id = job_id
             self.state.phase = "running"
             self.state.progress_text = "submitted"
         elif self._job is None:
@@ -184,7 +190,8 @@ class Runner:
             self.state.progress = float(body.get("fraction", 0.0))
             where = ""
             if body.get("clip_count"):
-                where = f" — {body.get('clip')} ({body.get('clip_index', 0) + 1}/{body['clip_count']})"
+                clip = apply_step.editor_name(str(body.get("clip") or ""))
+                where = f" — {clip} ({body.get('clip_index', 0) + 1}/{body['clip_count']})"
             self.state.progress_text = f"{body.get('stage', '')}{where}"
         elif event.type == "clip_done":
             self.state.progress_text = f"done {body.get('index', 0) + 1}/{body.get('count', 1)}"
@@ -203,6 +210,8 @@ class Runner:
                 self._finish(f"Generation failed: {body.get('message', body.get('code'))}")
 
     def _check_deadlines(self, now: float) -> None:
+        if self._status_id is not None and now > self._status_deadline:
+            self._status_id = None  # only informative; the next ping asks again
         phase = self.state.phase
         if phase == "connecting" and self._ping_id and now > self._ping_deadline:
             self._daemon_silent()
@@ -321,7 +330,9 @@ class Runner:
             return None
 
     def _finish(self, message: str) -> None:
+        """End the current conversation: late events of its job are ignored from now on."""
         self.state.phase = "idle"
+        self.state.job_id = None
         self.state.message = message
         self.state.progress_text = ""
         self._job = None
