@@ -241,6 +241,41 @@ def test_timeline_is_real_otio_with_the_strips_timing(edit, movies, addon):
     assert warp.time_scalar == pytest.approx((30000 / 1001) / 24)
 
 
+def _rendered_movie_frame(scene, frame: int, folder: Path) -> int:
+    """Render scene frame `frame` with Blender and read back which movie frame it shows (the
+    test movies' brightness is 7 * frame number)."""
+    scene.render.resolution_x, scene.render.resolution_y = 64, 48
+    scene.render.resolution_percentage = 100
+    scene.view_settings.view_transform = "Standard"
+    scene.render.image_settings.file_format = "PNG"
+    scene.frame_set(frame)
+    scene.render.filepath = str(folder / f"frame{frame}.png")
+    bpy.ops.render.render(write_still=True)
+    image = bpy.data.images.load(scene.render.filepath)
+    try:
+        red = np.array(image.pixels[:]).reshape(48, 64, 4)[:, :, 0].mean() * 255
+    finally:
+        bpy.data.images.remove(image)
+    return round(red / 7)
+
+
+def test_the_otio_timing_is_what_blender_renders(edit, movies, addon, tmp_path):
+    otio = pytest.importorskip("opentimelineio")
+    _build_edit(edit, movies)
+    timeline = addon.timeline.build_timeline(edit, selected_only=False)
+    loaded = otio.adapters.read_from_string(timeline.otio, "otio_json")
+    clips = {c.name: c for c in loaded.find_clips()}
+    for name, frame in (("Door", 17), ("Door", 40), ("Street", 70), ("Street", 95),
+                        ("Car", 160), ("Car", 185)):
+        clip = clips[name]
+        record_start = timeline.origin + round(clip.range_in_parent().start_time.value)
+        speed = clip.effects[0].time_scalar if clip.effects else 1.0
+        media_s = (clip.source_range.start_time.to_seconds()
+                   + speed * (frame - record_start) / timeline.rate)
+        claimed = round(media_s * clip.source_range.start_time.rate)
+        assert _rendered_movie_frame(edit, frame, tmp_path) == claimed, (name, frame)
+
+
 def test_the_planner_reads_the_media_ranges_blender_shows(edit, movies, addon):
     pytest.importorskip("opentimelineio")
     from bridge.planner import PlanOptions, parse_timeline_json, plan_timeline
