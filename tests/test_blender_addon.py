@@ -312,6 +312,16 @@ def test_missing_movie_is_a_per_strip_error(edit, movies, addon, tmp_path):
     assert clips == [] and skipped[0].strip == "Lost" and "relink" in skipped[0].reason
 
 
+def test_reversed_strips_are_skipped_with_a_reason(edit, movies, addon):
+    # (Retimed strips are skipped the same way; `retiming_keys.add` crashes headless Blender
+    # 5.0.1, so that case is not exercised here.)
+    strips = edit.sequence_editor.strips
+    strips.new_movie("Reversed", str(movies["ntsc"]), 2, 1).use_reverse_frames = True
+    clips, skipped = addon.timeline.collect_picture(edit, selected_only=False)
+    assert clips == [] and skipped[0].strip == "Reversed"
+    assert "Reverse Frames" in skipped[0].reason
+
+
 # --- generating against the daemon -------------------------------------------------------------
 
 
