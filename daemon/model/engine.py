@@ -1,0 +1,571 @@
+"""The V2A engine: picture + prompts -> 48 kHz stereo audio, for the daemon's worker.
+
+One request passes through: decode (seek to the range, small frames) -> features (visual
+streams, text token states) -> sampling (flow matching, Euler steps, guidance; windows for
+long clips) -> decoding_audio (the codec's inverse, Griffin-Lim for the default) -> output
+stage (resample to 48 kHz with soxr, loudness-normalise to -20 LUFS integrated (ITU-R BS.1770)
+under a -1 dBFS true-peak ceiling, watermark, stereo). It implements `daemon.engine.Engine`.
+
+Weights. By default the embedded `tiny` model (daemon/model/weights/tiny.safetensors with its
+.json config). `V2AEngine(weights=...)` or the environment variable `V2A_WEIGHTS` point at
+another file (safetensors or .pth) or a folder holding one (with its `<name>.json` config
+beside it, or a config stored in the file). The front ends that exist produce tiny-sized
+features (64-d picture streams at 8/25 fps, MiniLM 32 x 384 text, 160-d log-mel latents), so
+only networks sized for them can run; loading a published MMAudio checkpoint succeeds at the
+network level but stops here with `IncompatibleWeights`, naming the front ends it would need
+(CLIP ViT-H-14, Synchformer, the CLIP text tower, the VAE + BigVGAN codec).
+
+Batching. Requests of equal length, steps and guidance share one sampling (one forward per
+step for the whole batch); each keeps the noise of its own seed, so a request gives the same
+audio alone or in a batch (up to float rounding).
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import importlib.util
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyloudnorm
+import torch
+
+from daemon.engine import (
+    OUTPUT_RATE,
+    Cancelled,
+    CancelledFn,
+    ClipRequest,
+    EngineOutOfMemory,
+    GeneratedAudio,
+    ProgressFn,
+)
+from daemon.model.checkpoint import load_network
+from daemon.model.codec import AudioCodec, MelCodec, resample
+from daemon.model.flow import autocast_for, euler_sample, guided_velocity, make_generator
+from daemon.model.network import V2ANetwork
+from daemon.model.text import MiniLMText, TextEncoder
+from daemon.model.visual import MotionFeatures, VisualEncoder, VisualFeatures
+from daemon.model.windows import (
+    Window,
+    WindowSettings,
+    generate_latents,
+    plan_windows,
+    start_granularity,
+    window_conditions,
+)
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+DEFAULT_WEIGHTS = WEIGHTS_DIR / "tiny.safetensors"
+WEIGHTS_ENV = "V2A_WEIGHTS"
+DEVICE_ENV = "V2A_DEVICE"
+WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".ckpt")
+
+
+class WeightsNotInstalled(RuntimeError):
+    """No weights file where the engine looked; the message says where and what to do."""
+
+
+class IncompatibleWeights(RuntimeError):
+    """The weights are for a network whose inputs the installed front ends cannot produce."""
+
+
+class DeviceUnavailable(RuntimeError):
+    """The requested accelerator is not present."""
+
+
+@dataclass(frozen=True)
+class OutputSettings:
+    """The output stage."""
+
+    loudness_lufs: float = -20.0  # integrated loudness of every clip (SFX-friendly level)
+    true_peak_dbfs: float = -1.0  # ceiling after loudness normalisation
+    channels: int = 2
+
+
+@dataclass(frozen=True)
+class SamplingPlan:
+    """What one batched sampling needs from each request."""
+
+    latent_len: int
+    clip: torch.Tensor  # (Nc, clip_dim)
+    sync: torch.Tensor  # (Ns, sync_dim)
+    text: torch.Tensor  # (Nt, text_dim)
+    negative: torch.Tensor | None  # (Nt, text_dim) or None
+    timings: dict = field(default_factory=dict)
+
+
+def resolve_weights(weights: str | os.PathLike | None) -> Path:
+    """The weights file to load: the argument, else $V2A_WEIGHTS, else the embedded tiny model.
+    A folder must hold exactly one weights file."""
+    chosen = weights if weights is not None else os.environ.get(WEIGHTS_ENV) or DEFAULT_WEIGHTS
+    path = Path(chosen).expanduser()
+    if path.is_dir():
+        candidates = sorted(p for p in path.iterdir() if p.suffix in WEIGHT_SUFFIXES)
+        safetensors = [p for p in candidates if p.suffix == ".safetensors"]
+        candidates = safetensors or candidates
+        if len(candidates) != 1:
+            raise WeightsNotInstalled(
+                f"the weights folder {path} holds {len(candidates)} weights files "
+                f"({', '.join(p.name for p in candidates) or 'none'}); point {WEIGHTS_ENV} at one file"
+            )
+        path = candidates[0]
+    if not path.is_file():
+        if path == DEFAULT_WEIGHTS:
+            raise WeightsNotInstalled(
+                f"no model weights are installed: the embedded tiny model ({DEFAULT_WEIGHTS}) is "
+                "missing from this build. Train it with `python -m daemon.model.train --config "
+                f"tiny ...`, or set {WEIGHTS_ENV} (or the engine's `weights` argument) to a "
+                "weights file (.safetensors or .pth, config beside it as <name>.json)"
+            )
+        raise WeightsNotInstalled(
+            f"weights file {path} does not exist; check {WEIGHTS_ENV} or the `weights` argument"
+        )
+    return path
+
+
+def pick_device(requested: str | None) -> torch.device:
+    """'auto' (or None): CUDA, then Apple MPS, then CPU; else exactly what was asked for."""
+    requested = (requested or os.environ.get(DEVICE_ENV) or "auto").lower()
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", torch.cuda.current_device())
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(requested)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DeviceUnavailable("CUDA was requested but no CUDA GPU is usable; use --device cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise DeviceUnavailable("MPS was requested but Apple Metal is not available; use --device cpu")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+class V2AEngine:
+    """The default engine (see the module docstring)."""
+
+    def __init__(
+        self,
+        weights: str | os.PathLike | None = None,
+        *,
+        device: str | None = None,
+        visual: VisualEncoder | None = None,
+        text: TextEncoder | None = None,
+        codec: AudioCodec | None = None,
+        output: OutputSettings | None = None,
+        windows: WindowSettings | None = None,
+    ) -> None:
+        self._weights_arg = weights
+        self._device_override = device
+        self.visual = visual or MotionFeatures()
+        self.text = text or MiniLMText()
+        self.codec = codec or MelCodec()
+        self.output = output or OutputSettings()
+        self.windows = windows or WindowSettings()
+        self._network: V2ANetwork | None = None
+        self._device: torch.device | None = None
+        self._hash: tuple[tuple, str] | None = None
+        self._warned_no_watermark = False
+
+    # -- identity -----------------------------------------------------------------------------
+
+    @property
+    def weights_path(self) -> Path:
+        return resolve_weights(self._weights_arg)
+
+    @property
+    def name(self) -> str:
+        try:
+            stem = self.weights_path.stem
+        except WeightsNotInstalled:
+            stem = DEFAULT_WEIGHTS.stem
+        return f"v2a-{stem}"
+
+    @property
+    def weights_hash(self) -> str:
+        """First 16 hex digits of the weights file's SHA-256 ("" when none is installed)."""
+        try:
+            path = self.weights_path
+        except WeightsNotInstalled:
+            return ""
+        stat = path.stat()
+        key = (str(path), stat.st_size, stat.st_mtime_ns)
+        if self._hash is None or self._hash[0] != key:
+            digest = hashlib.sha256()
+            with path.open("rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+            self._hash = (key, digest.hexdigest()[:16])
+        return self._hash[1]
+
+    # -- loading ------------------------------------------------------------------------------
+
+    @property
+    def loaded(self) -> bool:
+        return self._network is not None
+
+    @property
+    def device(self) -> str:
+        return str(self._device) if self._network is not None else ""
+
+    @property
+    def network(self) -> V2ANetwork:
+        if self._network is None:
+            raise RuntimeError("the engine is not loaded; call load() first")
+        return self._network
+
+    def load(self, device: str = "auto") -> None:
+        if self._network is not None:
+            return
+        path = self.weights_path
+        target = pick_device(self._device_override or device)
+        try:
+            network = load_network(path, device=target)
+        except Exception as exc:
+            if _is_out_of_memory(exc):
+                self.unload()
+                raise EngineOutOfMemory(f"loading {path.name} on {target}: {exc}") from exc
+            raise
+        self._check_front_ends(network, path)
+        network.requires_grad_(False)
+        self.text.encode([""])  # loads the text encoder now rather than on the first job
+        self._network, self._device = network.eval(), target
+        log.info("loaded %s (%s) on %s", path.name, self.weights_hash, target)
+
+    def _check_front_ends(self, network: V2ANetwork, path: Path) -> None:
+        c = network.config
+        wanted = {
+            "picture semantic features": (c.clip_dim, c.clip_rate, self.visual.clip_dim, self.visual.clip_rate),
+            "picture sync features": (c.sync_dim, c.sync_rate, self.visual.sync_dim, self.visual.sync_rate),
+            "text features": (c.text_dim, c.text_seq_len, self.text.dim, self.text.seq_len),
+            "audio latents": (c.latent_dim, c.latent_rate, self.codec.latent_dim, self.codec.latent_rate),
+        }
+        wrong = [
+            f"{what}: the network wants {a} x {b}, {front} gives {x} x {y}"
+            for (what, (a, b, x, y)), front in zip(
+                wanted.items(), (self.visual.name, self.visual.name, self.text.name, self.codec.name),
+                strict=True,
+            )
+            if a != x or not math.isclose(float(b), float(y), rel_tol=1e-6)
+        ]
+        if wrong:
+            raise IncompatibleWeights(
+                f"{path.name} needs front ends this build does not have ({'; '.join(wrong)}). "
+                "Only tiny-compatible front ends are installed (weight-free picture features, "
+                "MiniLM text, log-mel latents); published MMAudio checkpoints need CLIP "
+                "ViT-H-14, Synchformer, the CLIP text encoder and the VAE + BigVGAN codec, "
+                "which cannot be downloaded here"
+            )
+
+    def unload(self) -> None:
+        self._network = None
+        self._device = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        if torch.backends.mps.is_available():
+            torch.mps.empty_cache()
+
+    def memory(self) -> dict:
+        device = self._device
+        if device is not None and device.type == "cuda":
+            return {
+                "allocated": int(torch.cuda.memory_allocated(device)),
+                "reserved": int(torch.cuda.memory_reserved(device)),
+                "total": int(torch.cuda.get_device_properties(device).total_memory),
+            }
+        if device is not None and device.type == "mps":
+            return {
+                "allocated": int(torch.mps.current_allocated_memory()),
+                "reserved": int(torch.mps.driver_allocated_memory()),
+                "total": int(torch.mps.recommended_max_memory()),
+            }
+        # On the CPU the model's own tensors are what it holds; total is the machine's RAM.
+        held = 0
+        if self._network is not None:
+            held = sum(t.numel() * t.element_size() for t in self._network.state_dict().values())
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        return {"allocated": held, "reserved": held, "total": int(total)}
+
+    # -- generation ---------------------------------------------------------------------------
+
+    def generate(
+        self, request: ClipRequest, progress: ProgressFn, cancelled: CancelledFn
+    ) -> GeneratedAudio:
+        return self.generate_batch([request], progress, cancelled)[0]
+
+    def generate_batch(
+        self, requests: list[ClipRequest], progress: ProgressFn, cancelled: CancelledFn
+    ) -> list[GeneratedAudio]:
+        if not requests:
+            return []
+        self.load(self._device_override or "auto")
+        try:
+            return self._generate_all(list(requests), progress, cancelled)
+        except Exception as exc:
+            if _is_out_of_memory(exc):
+                if self._device is not None and self._device.type == "cuda":
+                    torch.cuda.empty_cache()
+                raise EngineOutOfMemory(f"out of accelerator memory on {self.device}: {exc}") from exc
+            raise
+
+    def _generate_all(
+        self, requests: list[ClipRequest], progress: ProgressFn, cancelled: CancelledFn
+    ) -> list[GeneratedAudio]:
+        network = self.network
+        plans = []
+        for index, request in enumerate(requests):
+            _check(cancelled)
+            plans.append(self._prepare(request, progress, index, len(requests)))
+
+        # Batch together what can share a sampling: equal length, steps and guidance, short
+        # enough for one window; low-memory requests go one at a time.
+        single_limit = self._single_window_limit(any(r.low_memory for r in requests))
+        groups: dict[tuple, list[int]] = {}
+        for i, (request, plan) in enumerate(zip(requests, plans, strict=True)):
+            batchable = plan.latent_len <= single_limit and not request.low_memory
+            key = (plan.latent_len, request.steps, request.cfg) if batchable else ("alone", i)
+            groups.setdefault(key, []).append(i)
+
+        total_steps = sum(self._steps_for(requests[g[0]], plans[g[0]]) for g in groups.values())
+        done_steps = 0
+        latents: dict[int, torch.Tensor] = {}
+        for key, members in groups.items():
+            started = time.perf_counter()
+
+            def report(step: int, _total: int, offset=done_steps) -> None:
+                progress("sampling", offset + step, total_steps)
+
+            if key[0] == "alone":
+                i = members[0]
+                latents[i] = self._sample_windows(requests[i], plans[i], report, cancelled)[0]
+            else:
+                batch = self._sample_batch([requests[i] for i in members], [plans[i] for i in members],
+                                           report, cancelled)
+                for i, item in zip(members, batch, strict=True):
+                    latents[i] = item
+            elapsed = time.perf_counter() - started
+            for i in members:
+                plans[i].timings["sampling_s"] = elapsed / len(members)
+            done_steps += self._steps_for(requests[members[0]], plans[members[0]])
+
+        # Decode equal lengths together (the codec is vectorised over the batch).
+        _check(cancelled)
+        results: list[GeneratedAudio | None] = [None] * len(requests)
+        by_length: dict[int, list[int]] = {}
+        for i, plan in enumerate(plans):
+            by_length.setdefault(plan.latent_len, []).append(i)
+        decoded_count = 0
+        for members in by_length.values():
+            progress("decoding_audio", decoded_count, len(requests))
+            started = time.perf_counter()
+            stacked = torch.stack([latents[i] for i in members]).float()
+            waveforms = self.codec.decode(stacked).cpu().numpy()  # (B, N * samples_per_token)
+            elapsed = time.perf_counter() - started
+            for i, waveform in zip(members, waveforms, strict=True):
+                plans[i].timings["decoding_audio_s"] = elapsed / len(members)
+                results[i] = self._finish(requests[i], plans[i], waveform, network)
+            decoded_count += len(members)
+        progress("decoding_audio", len(requests), len(requests))
+        return results  # type: ignore[return-value]
+
+    def _single_window_limit(self, low_memory: bool) -> int:
+        c = self.network.config
+        window_s = self.windows.window_s or c.window_s
+        if low_memory:
+            window_s /= 2
+        max_single = self.windows.max_single_s or 1.25 * window_s
+        return round(max_single * c.latent_rate)
+
+    def _window_settings(self, request: ClipRequest) -> WindowSettings:
+        if not request.low_memory:
+            return self.windows
+        window_s = (self.windows.window_s or self.network.config.window_s) / 2
+        return WindowSettings(window_s=window_s, overlap_s=min(self.windows.overlap_s, window_s / 4))
+
+    def _steps_for(self, request: ClipRequest, plan: SamplingPlan) -> int:
+        """Sampler steps the request will take (steps x windows), planned the way
+        `windows.generate_latents` plans them, so progress totals are exact."""
+        settings = self._window_settings(request)
+        c = self.network.config
+        window_s = settings.window_s or c.window_s
+        if plan.latent_len <= round((settings.max_single_s or 1.25 * window_s) * c.latent_rate):
+            return request.steps
+        overlap = max(1, round(settings.overlap_s * c.latent_rate))
+        windows = plan_windows(plan.latent_len, round(window_s * c.latent_rate), overlap,
+                               start_granularity(self.network, limit=max(1, overlap // 2)))
+        return request.steps * len(windows)
+
+    def _prepare(self, request: ClipRequest, progress: ProgressFn, index: int, count: int) -> SamplingPlan:
+        """Decode the picture and compute every condition of one request."""
+        if request.steps < 1:
+            raise ValueError(f"steps must be at least 1, got {request.steps}")
+        c = self.network.config
+        progress("decode", index, count)
+        started = time.perf_counter()
+        # The visual encoder decodes and measures in one pass over the small frames.
+        picture: VisualFeatures = self.visual.encode_segments(request.segments)
+        visual_s = time.perf_counter() - started
+        progress("features", index, count)
+        started = time.perf_counter()
+        texts = self.text.encode([request.prompt, request.negative_prompt])
+        latent_len, _, _ = c.seq_lens_for(request.duration)
+        return SamplingPlan(
+            latent_len=latent_len,
+            clip=picture.clip,
+            sync=picture.sync,
+            text=texts.tokens[0],
+            negative=texts.tokens[1] if request.negative_prompt else None,
+            timings={"decode_and_picture_features_s": visual_s,
+                     "text_features_s": time.perf_counter() - started},
+        )
+
+    def _sample_windows(self, request: ClipRequest, plan: SamplingPlan, report, cancelled) -> torch.Tensor:
+        """One request of any length through the network's windowed generation."""
+        device = self._device
+        negative = None if plan.negative is None else plan.negative[None].to(device)
+        return generate_latents(
+            self.network, plan.clip[None].to(device), plan.sync[None].to(device),
+            plan.text[None].to(device), plan.latent_len, negative_text_f=negative,
+            steps=request.steps, cfg=request.cfg, seed=request.seed,
+            settings=self._window_settings(request), progress=report, cancelled=cancelled,
+        )
+
+    @torch.inference_mode()
+    def _sample_batch(self, requests: list[ClipRequest], plans: list[SamplingPlan], report,
+                      cancelled) -> torch.Tensor:
+        """Requests of one length, steps and guidance in one sampling; (B, N, latent_dim)."""
+        network, device = self.network, self._device
+        n = plans[0].latent_len
+        whole = Window(0, n, 0)
+        clip, sync, clip_offset = window_conditions(
+            network, torch.stack([p.clip for p in plans]).to(device),
+            torch.stack([p.sync for p in plans]).to(device), whole,
+        )
+        text = torch.stack([p.text for p in plans]).to(device)
+        cfg, steps = requests[0].cfg, requests[0].steps
+        # Each item's noise comes from its own seed, exactly as if it were sampled alone.
+        noise = torch.cat([
+            torch.randn((1, n, network.config.latent_dim), generator=make_generator(device, r.seed),
+                        device=device, dtype=torch.float32)
+            for r in requests
+        ])
+        with autocast_for(device):
+            conditions = network.preprocess_conditions(clip, sync, text, n, clip_offset)
+            empty = None
+            if cfg > 1.0:
+                negative = torch.stack([
+                    p.negative.to(device) if p.negative is not None else network.empty_string_feat
+                    for p in plans
+                ])
+                empty = network.empty_conditions(len(plans), n, clip.shape[1], sync.shape[1],
+                                                 negative, clip_offset)
+        velocity = guided_velocity(network, conditions, empty, cfg)
+        x = euler_sample(velocity, noise, steps, progress=report, cancelled=cancelled)
+        return network.unnormalize(x)
+
+    # -- output stage -------------------------------------------------------------------------
+
+    def _finish(self, request: ClipRequest, plan: SamplingPlan, waveform: np.ndarray,
+                network: V2ANetwork) -> GeneratedAudio:
+        """Codec-rate mono waveform -> exactly request.num_samples at 48 kHz, levelled, marked,
+        stereo."""
+        started = time.perf_counter()
+        audio = resample(waveform.astype(np.float32), self.codec.sample_rate, OUTPUT_RATE)
+        audio = _fit_length(audio, request.num_samples)
+        audio, loudness = normalise_loudness(audio, OUTPUT_RATE, self.output)
+        samples = np.repeat(audio[None], self.output.channels, axis=0)
+        payload = _watermark_payload(self.name, self.weights_hash, request.seed)
+        samples, watermarked = self._watermark(samples, payload)
+        plan.timings["output_s"] = time.perf_counter() - started
+        return GeneratedAudio(
+            samples=np.clip(samples, -1.0, 1.0).astype(np.float32),
+            sample_rate=OUTPUT_RATE,
+            metadata={
+                "model": self.name,
+                "weights": self.weights_hash,
+                "seed": request.seed,
+                "steps": request.steps,
+                "cfg": request.cfg,
+                "prompt": request.prompt,
+                "negative_prompt": request.negative_prompt,
+                "device": self.device,
+                "loudness_lufs": loudness,
+                "watermarked": watermarked,
+                "timings": dict(plan.timings),
+            },
+        )
+
+    def _watermark(self, samples: np.ndarray, payload: bytes) -> tuple[np.ndarray, bool]:
+        """WATERMARK HOOK: provenance mark via `daemon.watermark.embed(samples, rate, payload)`
+        once that module exists (the WORLD helper writes it); until then audio leaves unmarked
+        and the metadata says so."""
+        if importlib.util.find_spec("daemon.watermark") is None:
+            if not self._warned_no_watermark:
+                log.warning("daemon.watermark is not installed: generated audio is not watermarked")
+                self._warned_no_watermark = True
+            return samples, False
+        from daemon import watermark
+
+        return np.asarray(watermark.embed(samples, OUTPUT_RATE, payload), dtype=np.float32), True
+
+
+def _check(cancelled: CancelledFn) -> None:
+    if cancelled():
+        raise Cancelled("generation cancelled")
+
+
+def _fit_length(audio: np.ndarray, count: int) -> np.ndarray:
+    if audio.shape[-1] >= count:
+        return audio[..., :count]
+    return np.pad(audio, (0, count - audio.shape[-1]))
+
+
+def _watermark_payload(model: str, weights_hash: str, seed: int) -> bytes:
+    """16 bytes naming what made the audio: hash of model, weights and seed."""
+    return hashlib.sha256(f"{model}|{weights_hash}|{seed}".encode()).digest()[:16]
+
+
+def true_peak(audio: np.ndarray, rate: int) -> float:
+    """Peak of the 4x oversampled signal (ITU-R BS.1770 true peak), linear."""
+    if audio.size == 0:
+        return 0.0
+    oversampled = resample(audio, rate, 4 * rate)
+    return float(max(np.abs(oversampled).max(), np.abs(audio).max()))
+
+
+def normalise_loudness(audio: np.ndarray, rate: int, settings: OutputSettings) -> tuple[np.ndarray, float | None]:
+    """Gain `audio` (mono) to the target integrated loudness, then down to the true-peak
+    ceiling if it would exceed it. Returns the audio and its loudness after (None when it
+    cannot be measured: silence, or shorter than one 400 ms BS.1770 block, which only gets the
+    peak ceiling)."""
+    audio = audio.astype(np.float64)
+    loudness = None
+    if audio.shape[-1] >= int(0.4 * rate) and np.abs(audio).max() > 1e-6:
+        measured = pyloudnorm.Meter(rate).integrated_loudness(audio)
+        if math.isfinite(measured):
+            audio = audio * 10.0 ** ((settings.loudness_lufs - measured) / 20.0)
+            loudness = settings.loudness_lufs
+    ceiling = 10.0 ** (settings.true_peak_dbfs / 20.0)
+    peak = true_peak(audio.astype(np.float32), rate)
+    if peak > ceiling:
+        gain = ceiling / peak
+        audio = audio * gain
+        if loudness is not None:
+            loudness += 20.0 * math.log10(gain)
+    return audio.astype(np.float32), loudness

@@ -1,0 +1,211 @@
+"""The V2A engine end to end on real files with a random-weight tiny network."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyloudnorm
+import pytest
+import torch
+
+from daemon.engine import (
+    OUTPUT_RATE,
+    Cancelled,
+    ClipRequest,
+    Engine,
+    MediaError,
+    Segment,
+)
+from daemon.model.codec import MelCodec
+from daemon.model.engine import (
+    DEFAULT_WEIGHTS,
+    IncompatibleWeights,
+    V2AEngine,
+    WeightsNotInstalled,
+    true_peak,
+)
+from tests.engine_weights import random_tiny_weights
+from tests.frontend_media import moving_box_frames, write_video
+
+STEPS = 3
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    return random_tiny_weights(tmp_path_factory.mktemp("weights"))
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("media")
+    return str(write_video(folder / "shot.mp4", moving_box_frames(75, (96, 54), flash=30), 25))
+
+
+@pytest.fixture(scope="module")
+def engine(weights):
+    engine = V2AEngine(weights=weights, device="cpu")
+    engine.load("cpu")
+    return engine
+
+
+def _request(video, start=0.0, duration=1.0, **options) -> ClipRequest:
+    return ClipRequest((Segment(video, start, duration),), steps=options.pop("steps", STEPS), **options)
+
+
+def _never() -> bool:
+    return False
+
+
+def _ignore(*_args) -> None:
+    return None
+
+
+def test_engine_implements_the_contract(engine, weights):
+    assert isinstance(engine, Engine)
+    assert engine.loaded and engine.device == "cpu"
+    assert engine.name == "v2a-tiny"
+    assert len(engine.weights_hash) == 16
+    memory = engine.memory()
+    assert memory["allocated"] > 0 and memory["total"] >= memory["allocated"]
+
+
+@pytest.mark.parametrize("duration", [0.7311, 1.001])
+def test_audio_has_exactly_the_requested_samples(engine, video, duration):
+    request = _request(video, 0.2, duration, prompt="glass breaks", seed=7)
+    audio = engine.generate(request, _ignore, _never)
+    assert audio.sample_rate == OUTPUT_RATE
+    assert audio.samples.shape == (2, round(duration * OUTPUT_RATE)) == (2, request.num_samples)
+    assert audio.samples.dtype == np.float32 and np.isfinite(audio.samples).all()
+    assert np.array_equal(audio.samples[0], audio.samples[1])
+    assert audio.metadata["seed"] == 7 and audio.metadata["model"] == "v2a-tiny"
+
+
+def test_output_is_loudness_normalised_under_the_peak_ceiling(engine, video):
+    audio = engine.generate(_request(video, 0.0, 2.0), _ignore, _never)
+    mono = audio.samples[0].astype(np.float64)
+    loudness = pyloudnorm.Meter(OUTPUT_RATE).integrated_loudness(mono)
+    peak_db = 20 * math.log10(true_peak(audio.samples[0], OUTPUT_RATE))
+    assert peak_db <= -1.0 + 0.05
+    # At -20 LUFS unless the peak ceiling had to pull it down.
+    assert loudness == pytest.approx(audio.metadata["loudness_lufs"], abs=0.3)
+    assert loudness <= -20.0 + 0.3
+
+
+def test_progress_runs_through_the_stages_one_sampler_step_at_a_time(engine, video):
+    events = []
+    engine.generate(_request(video, steps=4), lambda *e: events.append(e), _never)
+    stages = [stage for stage, _, _ in events]
+    order = ["decode", "features", "sampling", "decoding_audio"]
+    assert [s for i, s in enumerate(stages) if i == 0 or stages[i - 1] != s] == order
+    assert [(step, total) for stage, step, total in events if stage == "sampling"] == [
+        (k, 4) for k in range(1, 5)
+    ]
+
+
+def test_cancel_stops_at_the_next_sampler_step(engine, video):
+    steps_seen = []
+
+    def progress(stage, step, total):
+        if stage == "sampling":
+            steps_seen.append(step)
+
+    with pytest.raises(Cancelled):
+        engine.generate(_request(video, steps=10), progress, lambda: len(steps_seen) >= 2)
+    assert steps_seen == [1, 2]
+
+
+def test_a_batch_gives_the_same_audio_as_one_by_one(engine, video):
+    requests = [
+        _request(video, 0.0, 1.0, prompt="a door slams", seed=1),
+        _request(video, 1.0, 1.0, prompt="", negative_prompt="music", seed=2),
+    ]
+    together = engine.generate_batch(requests, _ignore, _never)
+    codec = MelCodec()
+    for request, batched in zip(requests, together, strict=True):
+        alone = engine.generate(request, _ignore, _never)
+        assert batched.samples.shape == alone.samples.shape
+        # Float rounding differs between batch sizes and Griffin-Lim magnifies it in the
+        # phase, so compare the sound (log-mel) closely and the waveform loosely.
+        a = codec.encode(torch.from_numpy(batched.samples[:1, ::3].copy()))
+        b = codec.encode(torch.from_numpy(alone.samples[:1, ::3].copy()))
+        assert float((a - b).abs().mean()) < 0.02
+        error = np.linalg.norm(batched.samples - alone.samples) / np.linalg.norm(alone.samples)
+        assert error < 0.05
+    # Different seeds and prompts give different audio.
+    assert not np.allclose(together[0].samples, together[1].samples, atol=1e-3)
+
+
+def test_seed_reproduces_and_prompt_changes_the_audio(engine, video):
+    first = engine.generate(_request(video, 0, 0.5, prompt="thunder", seed=5), _ignore, _never)
+    again = engine.generate(_request(video, 0, 0.5, prompt="thunder", seed=5), _ignore, _never)
+    other = engine.generate(_request(video, 0, 0.5, prompt="birdsong", seed=5), _ignore, _never)
+    np.testing.assert_array_equal(first.samples, again.samples)
+    assert not np.allclose(first.samples, other.samples, atol=1e-3)
+
+
+def test_segments_across_a_cut_make_one_continuous_clip(engine, video):
+    request = ClipRequest(
+        (Segment(video, 0.0, 0.6), Segment(video, 2.0, 0.55, speed=0.0)), steps=STEPS
+    )
+    audio = engine.generate(request, _ignore, _never)
+    assert audio.samples.shape == (2, round(1.15 * OUTPUT_RATE))
+
+
+def test_long_and_low_memory_requests_are_generated_in_windows(engine, video):
+    # A freeze frame lets a 3 s file drive a clip longer than one window.
+    long = ClipRequest((Segment(video, 1.0, 11.0, speed=0.0),), steps=2)
+    totals = set()
+    audio = engine.generate(long, lambda s, _step, total: totals.add((s, total)), _never)
+    assert audio.samples.shape == (2, 11 * OUTPUT_RATE)
+    assert ("sampling", 4) in totals  # two 8 s windows x 2 steps
+    low = ClipRequest((Segment(video, 1.0, 6.0, speed=0.0),), steps=2, low_memory=True)
+    totals.clear()
+    audio = engine.generate(low, lambda s, _step, total: totals.add((s, total)), _never)
+    assert audio.samples.shape == (2, 6 * OUTPUT_RATE)
+    assert ("sampling", 4) in totals  # 4 s windows
+
+
+def test_media_errors_pass_through(engine, tmp_path):
+    with pytest.raises(MediaError):
+        engine.generate(_request(str(tmp_path / "missing.mov")), _ignore, _never)
+
+
+def test_missing_weights_say_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.delenv("V2A_WEIGHTS", raising=False)
+    if not DEFAULT_WEIGHTS.is_file():
+        with pytest.raises(WeightsNotInstalled, match="no model weights are installed"):
+            V2AEngine().load("cpu")
+    with pytest.raises(WeightsNotInstalled, match="does not exist"):
+        V2AEngine(weights=tmp_path / "nothing.safetensors").load("cpu")
+    monkeypatch.setenv("V2A_WEIGHTS", str(tmp_path / "elsewhere.safetensors"))
+    with pytest.raises(WeightsNotInstalled, match="V2A_WEIGHTS"):
+        V2AEngine().load("cpu")
+    assert V2AEngine().weights_hash == ""
+
+
+def test_weights_from_a_user_folder_and_the_environment(tmp_path, monkeypatch, weights):
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / "mine.safetensors").write_bytes(weights.read_bytes())
+    (folder / "mine.json").write_text(weights.with_suffix(".json").read_text())
+    monkeypatch.setenv("V2A_WEIGHTS", str(folder))
+    engine = V2AEngine(device="cpu")
+    assert engine.name == "v2a-mine"
+    assert engine.weights_hash == V2AEngine(weights=weights).weights_hash
+
+
+def test_weights_for_other_front_ends_are_refused_clearly(tmp_path):
+    other = random_tiny_weights(tmp_path, "wide", clip_dim=32)
+    engine = V2AEngine(weights=other, device="cpu")
+    with pytest.raises(IncompatibleWeights, match="picture semantic features"):
+        engine.load("cpu")
+    assert not engine.loaded
+
+
+def test_unload_frees_the_network(weights):
+    engine = V2AEngine(weights=weights, text=None, device="cpu")
+    engine.load("cpu")
+    assert engine.loaded
+    engine.unload()
+    assert not engine.loaded and engine.device == ""
