@@ -115,7 +115,8 @@ def _picture_clip(strip, layer, start, end, enabled, skipped) -> PictureClip | N
         skipped.append(SkippedStrip(
             strip.name, "the strip plays backwards; turn off Reverse Frames or render it first"))
         return None
-    if strip.fps <= 0:
+    fps = _movie_fps(strip)
+    if fps <= 0:
         skipped.append(SkippedStrip(
             strip.name, f"Blender cannot read the frame rate of {movie}; is it a movie file?"))
         return None
@@ -123,7 +124,7 @@ def _picture_clip(strip, layer, start, end, enabled, skipped) -> PictureClip | N
     return PictureClip(
         strip=strip.name,
         movie=movie,
-        movie_rate=media_rate(strip.fps),
+        movie_rate=media_rate(fps),
         movie_frames=int(strip.frame_duration + anim_start + anim_end),
         content_start=int(start - strip.frame_start + anim_start),
         record_start=start,
@@ -131,6 +132,15 @@ def _picture_clip(strip, layer, start, end, enabled, skipped) -> PictureClip | N
         layer=layer,
         enabled=enabled,
     )
+
+
+def _movie_fps(strip) -> float:
+    """The movie's frame rate as Blender stored it when it loaded the movie (`MovieStrip.fps`
+    reopens the file on every read: milliseconds per strip; only asked when nothing is stored)."""
+    elements = strip.elements
+    if len(elements) and elements[0].orig_fps > 0:
+        return elements[0].orig_fps
+    return strip.fps
 
 
 def build_timeline(scene, *, selected_only: bool) -> Timeline:
