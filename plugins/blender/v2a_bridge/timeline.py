@@ -234,4 +234,4 @@ def otio_json(clips: list[PictureClip], *, rate: float, origin: int, name: str) 
             "effects": [], "markers": [], "enabled": True, "children": tracks,
         },
     }
-    return json.dumps(timeline, indent=1, ensure_ascii=False)
+    return json.dumps(timeline, ensure_ascii=False)
