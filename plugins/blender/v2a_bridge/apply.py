@@ -123,6 +123,8 @@ def assign_channels(editor, placements: list[SoundPlacement]) -> dict[tuple[int,
 def apply_placements(scene, placements: list[SoundPlacement]) -> list[str]:
     """Add one sound strip per placement; alternates (take > 1) go in muted. Returns the new
     strips' names. All or nothing: on any failure the strips added so far are removed again."""
+    if not placements:
+        return []
     editor = scene.sequence_editor_create()
     missing = [p.file for p in placements if not os.path.isfile(p.file)]
     if missing:
