@@ -459,6 +459,21 @@ def test_strips_that_cannot_be_generated_are_listed_and_the_rest_still_sound(
     assert "not found" in state.errors[0].message
 
 
+def test_clips_the_daemon_cannot_read_are_listed_and_the_rest_still_sound(
+        edit, movies, addon, connected, tmp_path):
+    strips = edit.sequence_editor.strips
+    strips.new_movie("Good", str(movies["ntsc"]), 1, 1)
+    vanishing = str(shutil.copy(movies["ntsc"], tmp_path / "vanishing.mp4"))
+    strips.new_movie("Vanishing", vanishing, 1, 200)
+    assert bpy.ops.sequencer.v2a_generate() == {"FINISHED"}
+    os.remove(vanishing)  # gone after Generate was pressed: only the daemon finds out
+    _drive(addon, _idle(addon))
+    state = _runner(addon).state
+    assert set(_strips(edit, "SOUND")) == {"Good (V2A)"}
+    assert [e.strip for e in state.errors] == ["Vanishing"], state.errors
+    assert "1 strip(s) failed" in state.message
+
+
 # --- the panel ---------------------------------------------------------------------------------
 
 
