@@ -62,6 +62,8 @@ def placements_on_scene(result: dict, *, origin: int, scene_rate: float) -> list
     frame) in scene frames. Raises ApplyError for a malformed result."""
     try:
         result_rate = float(result["rate"])
+        if not result_rate > 0:
+            raise ValueError(f"frame rate {result_rate}")
         raw = result["placements"]
         placements = [
             SoundPlacement(
@@ -79,8 +81,6 @@ def placements_on_scene(result: dict, *, origin: int, scene_rate: float) -> list
         raise ApplyError(
             f"the daemon's result has no usable placements ({exc!r}); update the daemon and the "
             "add-on to the same version") from None
-    if result_rate <= 0:
-        raise ApplyError(f"the daemon's result has an invalid frame rate {result_rate}")
     return [p for p in placements if p.duration > 0]
 
 
