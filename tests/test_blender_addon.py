@@ -322,6 +322,20 @@ def test_reversed_strips_are_skipped_with_a_reason(edit, movies, addon):
     assert "Reverse Frames" in skipped[0].reason
 
 
+def test_placements_convert_to_scene_frames_and_bad_results_are_refused(addon):
+    apply = addon.apply
+    result = {"rate": 24.0, "placements": [
+        {"file": "/v2a/a.wav", "track": 1, "record_start": 24, "duration": 48, "source_in": 0,
+         "clip": "Door [V2/1]", "take": 2}]}
+    (placement,) = apply.placements_on_scene(result, origin=101, scene_rate=48.0)
+    assert (placement.frame, placement.duration, placement.lane) == (149, 96, (1, 2))
+    assert placement.name == "Door (V2A take 2)"
+    for bad in ({}, {"rate": 0, "placements": []}, {"rate": 24, "placements": [{"file": "x"}]},
+                {"rate": "fast", "placements": []}):
+        with pytest.raises(apply.ApplyError, match="update the daemon"):
+            apply.placements_on_scene(bad, origin=1, scene_rate=24.0)
+
+
 # --- generating against the daemon -------------------------------------------------------------
 
 
