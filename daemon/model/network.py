@@ -83,13 +83,18 @@ class TimestepEmbedding(nn.Module):
 
     def __init__(self, dim: int, frequency_dim: int, max_period: float):
         super().__init__()
-        half = frequency_dim // 2
-        exponents = torch.arange(half, dtype=torch.float32) / half
-        freqs = (10000.0 / max_period) * torch.pow(10000.0, -exponents)
+        self.max_period = max_period
         # Recomputed at construction, so not part of the checkpoint (published files carry it
         # anyway; the loader drops it).
-        self.register_buffer("freqs", freqs, persistent=False)
+        self.register_buffer("freqs", self.frequencies(frequency_dim, max_period),
+                             persistent=False)
         self.mlp = nn.Sequential(nn.Linear(frequency_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    @staticmethod
+    def frequencies(frequency_dim: int, max_period: float, device=None) -> Tensor:
+        half = frequency_dim // 2
+        exponents = torch.arange(half, dtype=torch.float32, device=device) / half
+        return (10000.0 / max_period) * torch.pow(10000.0, -exponents)
 
     def forward(self, t: Tensor) -> Tensor:
         # t: (B,) -> (B, dim)
@@ -330,6 +335,18 @@ class V2ANetwork(nn.Module):
             persistent=False,
         )
         self.initialize_weights()
+
+    @torch.no_grad()
+    def reset_derived_buffers(self) -> None:
+        """Recompute the non-persistent buffers (rotary tables, timestep frequencies), e.g.
+        after `to_empty()` allocated the network without initialising it."""
+        c = self.config
+        device = self.latent_rot.device
+        self.latent_rot = rotary_table(c.latent_seq_len, c.head_dim, device=device)
+        self.clip_rot = rotary_table(c.clip_seq_len, c.head_dim,
+                                     c.latent_seq_len / c.clip_seq_len, device=device)
+        self.t_embed.freqs = self.t_embed.frequencies(self.t_embed.freqs.numel() * 2,
+                                                      self.t_embed.max_period, device)
 
     # -- initialisation and description -------------------------------------------------------
 

@@ -1,0 +1,217 @@
+"""Conditional flow matching for the V2A network: the training loss and the Euler sampler.
+
+The path runs from noise (t = 0) to data (t = 1): x_t = (1 - t)·noise + t·data, and the
+network learns the velocity data - noise. Sampling integrates that velocity with Euler steps.
+Guidance mixes the conditional velocity with an unconditional one in which the picture is the
+learned "empty" features and the text is either the learned empty text or a negative prompt:
+v = w·v(cond) + (1 - w)·v(uncond). Both branches run as one batched forward.
+
+Latents given to and returned by this module are in data space; the network sees them
+normalised with its `latent_mean` / `latent_std`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..engine import Cancelled
+from .network import Conditions, InputShapeError, V2ANetwork
+
+StepProgress = Callable[[int, int], None]
+"""progress(step, total): called after every sampler step."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """How training samples are drawn."""
+
+    # t = sigmoid(normal(mean, std)): concentrates training on the middle of the path.
+    logit_normal_mean: float = 0.0
+    logit_normal_std: float = 1.0
+    # Chance that a sample's picture (clip + sync together) / text is replaced by the learned
+    # empty features, so the network also learns the unconditional velocity for guidance.
+    picture_dropout: float = 0.1
+    text_dropout: float = 0.1
+
+
+def sample_training_times(batch_size: int, settings: TrainingSettings, *,
+                          generator: torch.Generator | None = None,
+                          device: torch.device | str = "cpu") -> Tensor:
+    z = torch.randn(batch_size, generator=generator, device=device)
+    return torch.sigmoid(z * settings.logit_normal_std + settings.logit_normal_mean)
+
+
+def training_loss(network: V2ANetwork, latent: Tensor, clip_f: Tensor, sync_f: Tensor,
+                  text_f: Tensor, *, settings: TrainingSettings | None = None,
+                  generator: torch.Generator | None = None) -> Tensor:
+    """Mean squared error between predicted and true velocity for a batch of data-space
+    latents (B, N, latent_dim) with their conditions."""
+    settings = settings or TrainingSettings()
+    b = latent.shape[0]
+    device = latent.device
+    data = network.normalize(latent)
+    noise = torch.randn(data.shape, generator=generator, device=device, dtype=data.dtype)
+    t = sample_training_times(b, settings, generator=generator, device=device)
+    x_t = (1 - t[:, None, None]) * noise + t[:, None, None] * data
+
+    empty_clip, empty_sync, empty_text = network.empty_features(
+        b, clip_f.shape[1], sync_f.shape[1]
+    )
+    drop_picture = torch.rand(b, generator=generator, device=device) < settings.picture_dropout
+    drop_text = torch.rand(b, generator=generator, device=device) < settings.text_dropout
+    clip_f = torch.where(drop_picture[:, None, None], empty_clip, clip_f)
+    sync_f = torch.where(drop_picture[:, None, None], empty_sync, sync_f)
+    if empty_text.shape[1] == text_f.shape[1]:
+        text_f = torch.where(drop_text[:, None, None], empty_text, text_f)
+    elif settings.text_dropout > 0:
+        raise InputShapeError(
+            f"text_f has {text_f.shape[1]} tokens but the learned empty text has "
+            f"{empty_text.shape[1]}; pad or truncate text features to text_seq_len"
+        )
+
+    velocity = network(x_t, clip_f, sync_f, text_f, t)
+    return F.mse_loss(velocity.float(), (data - noise).float())
+
+
+@torch.no_grad()
+def fit_latent_statistics(network: V2ANetwork, latents: Tensor) -> None:
+    """Set the network's per-channel latent mean/std from data-space latents (B, N, C)."""
+    flat = latents.reshape(-1, latents.shape[-1]).float()
+    network.latent_mean.copy_(flat.mean(0).view(1, 1, -1))
+    network.latent_std.copy_(flat.std(0).clamp_min(1e-5).view(1, 1, -1))
+
+
+# ---------------------------------------------------------------------------------------------
+# Sampling
+
+
+def autocast_for(device: torch.device):
+    """bf16 autocast on CUDA; plain float32 elsewhere (CPU bf16 is slower and less exact)."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def make_generator(device: torch.device, seed: int) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(int(seed))
+
+
+def guided_velocity(network: V2ANetwork, conditions: Conditions, empty: Conditions | None,
+                    cfg: float) -> Callable[[Tensor, float], Tensor]:
+    """velocity(x, t) with guidance strength `cfg`; with cfg <= 1 or no `empty` conditions,
+    the conditional branch alone (one forward instead of two)."""
+    device = conditions.clip.device
+    if empty is None or cfg <= 1.0:
+
+        def velocity(x: Tensor, t: float) -> Tensor:
+            tt = torch.full((x.shape[0],), t, device=device)
+            with autocast_for(device):
+                return network.predict_flow(x, tt, conditions).float()
+
+        return velocity
+
+    both = conditions.cat(empty)
+
+    def guided(x: Tensor, t: float) -> Tensor:
+        tt = torch.full((2 * x.shape[0],), t, device=device)
+        with autocast_for(device):
+            v = network.predict_flow(torch.cat([x, x]), tt, both).float()
+        v_cond, v_uncond = v.chunk(2)
+        return cfg * v_cond + (1.0 - cfg) * v_uncond
+
+    return guided
+
+
+def euler_sample(velocity: Callable[[Tensor, float], Tensor], noise: Tensor, steps: int, *,
+                 known: Tensor | None = None, known_mask: Tensor | None = None,
+                 progress: StepProgress | None = None,
+                 cancelled: Callable[[], bool] | None = None,
+                 step_offset: int = 0, total_steps: int | None = None) -> Tensor:
+    """Integrate from `noise` (t = 0) to t = 1 in `steps` Euler steps, in normalised space.
+
+    Frames where `known_mask` (B or 1, N, 1) is true are held on the flow path of `known`
+    (normalised): before each step they are set to (1 - t)·noise + t·known, so the rest of the
+    sequence is generated consistent with them (inpainting). `step_offset`/`total_steps` place
+    these steps within a longer job for `progress`.
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
+    total = total_steps or steps
+    x = noise
+    dt = 1.0 / steps
+    for i in range(steps):
+        if cancelled is not None and cancelled():
+            raise Cancelled("generation cancelled")
+        t = i * dt
+        if known is not None:
+            x = torch.where(known_mask, (1 - t) * noise + t * known, x)
+        x = x + dt * velocity(x, t)
+        if progress is not None:
+            progress(step_offset + i + 1, total)
+    return x
+
+
+@torch.inference_mode()
+def sample(network: V2ANetwork, clip_f: Tensor, sync_f: Tensor, text_f: Tensor, *,
+           latent_seq_len: int | None = None, negative_text_f: Tensor | None = None,
+           steps: int = 25, cfg: float = 4.5, seed: int | None = 0,
+           generator: torch.Generator | None = None, known: Tensor | None = None,
+           known_mask: Tensor | None = None, clip_offset: float = 0.0,
+           progress: StepProgress | None = None, cancelled: Callable[[], bool] | None = None,
+           step_offset: int = 0, total_steps: int | None = None) -> Tensor:
+    """Generate data-space latents (B, N, latent_dim) for one window of conditions.
+
+    clip_f (B, Nc, clip_dim), sync_f (B, Ns, sync_dim), text_f (B, Nt, text_dim) on the
+    network's device; N = `latent_seq_len` (default: the trained length). `negative_text_f`
+    (B or 1, Nt, text_dim) replaces the empty text in the unconditional branch. Noise comes from
+    `generator`, else from a generator seeded with `seed` on the network's device, so a seed
+    reproduces its result exactly on the same device. `known` (B, N, latent_dim, data space)
+    with `known_mask` (N,) bool holds those frames fixed (see `euler_sample`).
+    """
+    device = network.latent_mean.device
+    b = clip_f.shape[0]
+    n = latent_seq_len or network.config.latent_seq_len
+    if negative_text_f is not None and negative_text_f.shape[-2] != text_f.shape[1]:
+        raise InputShapeError(
+            f"negative_text_f has {negative_text_f.shape[-2]} tokens, text_f {text_f.shape[1]}: "
+            "pad or truncate both to the network's text_seq_len"
+        )
+    if cfg > 1.0 and negative_text_f is None and text_f.shape[1] != network.config.text_seq_len:
+        raise InputShapeError(
+            f"text_f has {text_f.shape[1]} tokens but guidance needs text_seq_len "
+            f"{network.config.text_seq_len} (the length of the learned empty text): pad or truncate"
+        )
+    with autocast_for(device):
+        conditions = network.preprocess_conditions(clip_f, sync_f, text_f, n, clip_offset)
+        empty = None
+        if cfg > 1.0:
+            empty = network.empty_conditions(b, n, clip_f.shape[1], sync_f.shape[1],
+                                             negative_text_f, clip_offset)
+    velocity = guided_velocity(network, conditions, empty, cfg)
+
+    if generator is None:
+        generator = make_generator(device, 0 if seed is None else seed)
+    shape = (b, n, network.config.latent_dim)
+    noise = torch.randn(shape, generator=generator, device=device, dtype=torch.float32)
+    known_n = mask = None
+    if known is not None:
+        if known_mask is None or known.shape[-2:] != shape[-2:] or known_mask.shape != (n,):
+            raise InputShapeError(
+                f"known must be (B, {n}, {shape[2]}) with known_mask ({n},), got "
+                f"{tuple(known.shape)} and {None if known_mask is None else tuple(known_mask.shape)}"
+            )
+        known_n = network.normalize(known.float())
+        mask = known_mask.to(device=device, dtype=torch.bool).view(1, n, 1)
+    x = euler_sample(velocity, noise, steps, known=known_n, known_mask=mask, progress=progress,
+                     cancelled=cancelled, step_offset=step_offset, total_steps=total_steps)
+    return network.unnormalize(x)
