@@ -1,0 +1,166 @@
+"""The recipe that trains the embedded default model (`tiny`) on the procedural world.
+
+Two stages, runnable together or as separate processes (so features are computed while the
+network already trains on the first shards):
+
+    # 1. world clips -> network inputs, in shards (resumable)
+    python -m daemon.model.train_default precompute --data /tmp/v2a-world --clips 2400
+    # 2. flow-matching training on whatever shards exist (picks up new ones as they appear)
+    python -m daemon.model.train_default train --data /tmp/v2a-world --work /tmp/v2a-train \
+        --steps 6000 --deadline 2026-11-22T00:00 --out daemon/model/weights/tiny.safetensors
+
+Training: conditional flow matching (daemon.model.flow.training_loss: logit-normal t, 10 %
+picture and 10 % text dropout to the learned empty features), AdamW, linear warm-up then
+constant rate, gradient clipping, an exponential moving average of the weights (what is
+shipped), latent statistics fitted on the data, a gain augmentation (a constant added to the
+log-mel latent = the same sound louder or quieter). It checkpoints every `--save-every` steps
+and resumes from the checkpoint in `--work`. It stops at `--steps` or at `--deadline` (UTC),
+whichever comes first, and records the step count reached in the weights' metadata.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import platform
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+
+from daemon.model.checkpoint import save_network
+from daemon.model.flow import TrainingSettings, fit_latent_statistics, training_loss
+from daemon.model.network import build_network
+from daemon.model.world.clip import WorldConfig
+from daemon.model.world.dataset import WorldShards, precompute_shards
+
+
+def _log(message: str) -> None:
+    print(f"{datetime.now(UTC):%H:%M:%S} {message}", flush=True)
+
+
+def precompute(args) -> None:
+    torch.set_num_threads(args.threads)
+    start = args.first_seed
+    precompute_shards(range(start, start + args.clips), args.data, WorldConfig(),
+                      shard_size=args.shard_size, log=_log)
+
+
+def train(args) -> None:
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    deadline = (datetime.fromisoformat(args.deadline).replace(tzinfo=UTC).timestamp()
+                if args.deadline else math.inf)
+
+    data = WorldShards(args.data)
+    while len(data) < args.min_clips:
+        _log(f"waiting for data: {len(data)} clips in {args.data}")
+        time.sleep(20)
+        data.refresh()
+
+    network = build_network(args.preset)
+    settings = TrainingSettings()
+    fit_latent_statistics(network, data.tensors["latent"].float())
+    optimiser = torch.optim.AdamW(network.parameters(), lr=args.lr, betas=(0.9, 0.99),
+                                  weight_decay=0.01)
+    ema = copy.deepcopy(network).requires_grad_(False)
+    step, spent = 0, 0.0
+    checkpoint = work / "checkpoint.pt"
+    if checkpoint.exists():
+        state = torch.load(checkpoint, weights_only=False)
+        network.load_state_dict(state["network"])
+        ema.load_state_dict(state["ema"])
+        optimiser.load_state_dict(state["optimiser"])
+        step, spent = state["step"], state["seconds"]
+        _log(f"resumed at step {step}")
+
+    generator = torch.Generator().manual_seed(args.seed + step)
+    losses: list[float] = []
+    started = time.time() - spent
+    while step < args.steps and time.time() < deadline:
+        index = torch.randint(len(data), (args.batch,), generator=generator)
+        batch = data.batch(index)
+        gain = torch.empty(args.batch, 1, 1).uniform_(-1.0, 0.5, generator=generator)
+        for group in optimiser.param_groups:
+            group["lr"] = args.lr * min(1.0, (step + 1) / args.warmup)
+        loss = training_loss(network, batch["latent"] + gain, batch["clip"], batch["sync"],
+                             batch["text"], settings=settings, generator=generator)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)
+        optimiser.step()
+        step += 1
+        decay = min(args.ema, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for e, p in zip(ema.parameters(), network.parameters(), strict=True):
+                e.lerp_(p, 1 - decay)
+            for e, b in zip(ema.buffers(), network.buffers(), strict=True):
+                e.copy_(b)
+        losses.append(loss.item())
+        if step % args.log_every == 0:
+            elapsed = time.time() - started
+            _log(f"step {step} loss {sum(losses) / len(losses):.4f} clips {len(data)} "
+                 f"{elapsed / step:.2f} s/step elapsed {elapsed / 60:.1f} min")
+            losses.clear()
+        if step % args.save_every == 0:
+            _save_checkpoint(checkpoint, network, ema, optimiser, step, time.time() - started)
+            data.refresh()
+    seconds = time.time() - started
+    _save_checkpoint(checkpoint, network, ema, optimiser, step, seconds)
+    record = {
+        "recipe": "daemon.model.train_default",
+        "steps": step, "batch": args.batch, "lr": args.lr, "ema": args.ema,
+        "clips": len(data), "train_seconds": round(seconds),
+        "hardware": f"{platform.processor() or platform.machine()}, {args.threads} CPU threads",
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    # Half precision keeps the shipped file under 30 MB (7.9 M parameters); the engine loads
+    # it into float32.
+    path = save_network(copy.deepcopy(ema).half(), args.out, extra_metadata={"training": record})
+    (work / "training.json").write_text(json.dumps(record, indent=2) + "\n")
+    _log(f"saved {path} after {step} steps ({seconds / 60:.1f} min)")
+
+
+def _save_checkpoint(path: Path, network, ema, optimiser, step: int, seconds: float) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save({"network": network.state_dict(), "ema": ema.state_dict(),
+                "optimiser": optimiser.state_dict(), "step": step, "seconds": seconds}, tmp)
+    tmp.rename(path)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("precompute", help="world clips -> network input shards")
+    p.add_argument("--data", required=True)
+    p.add_argument("--clips", type=int, default=2400)
+    p.add_argument("--first-seed", type=int, default=0)
+    p.add_argument("--shard-size", type=int, default=100)
+    p.add_argument("--threads", type=int, default=1)
+    t = sub.add_parser("train", help="train on the shards")
+    t.add_argument("--data", required=True)
+    t.add_argument("--work", required=True)
+    t.add_argument("--out", default="daemon/model/weights/tiny.safetensors")
+    t.add_argument("--preset", default="tiny")
+    t.add_argument("--steps", type=int, default=6000)
+    t.add_argument("--deadline", default=None, help="UTC, e.g. 2026-11-22T00:00")
+    t.add_argument("--batch", type=int, default=16)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--warmup", type=int, default=150)
+    t.add_argument("--ema", type=float, default=0.998)
+    t.add_argument("--min-clips", type=int, default=300)
+    t.add_argument("--log-every", type=int, default=25)
+    t.add_argument("--save-every", type=int, default=200)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    precompute(args) if args.command == "precompute" else train(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""World clips as training examples: the network's inputs, precomputed once and stored in shards.
+
+Training on two CPU cores cannot afford to draw pictures, measure motion and run MiniLM for
+every step, so `precompute_shards` turns seeds into exactly what the network consumes, through
+the same front ends the engine uses at generation time:
+
+- latent (250, 160): the clip's audio through the codec (`MelCodec.encode`),
+- clip (64, 64) and sync (200, 64): its frames through `MotionFeatures.encode_frames`, after
+  an optional real H.264 round trip (footage the engine sees has been compressed),
+- text (32, 384): MiniLM token states of the caption ("" when the clip has none).
+
+Shards are `shard-00000.pt` files of `shard_size` clips (float16 to halve memory). Training
+seeds and evaluation seeds are disjoint ranges (`TRAIN_SEEDS`, `HELD_OUT_SEEDS`).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .clip import WorldConfig, compress_frames, generate_clip
+
+TRAIN_SEEDS = range(0, 1_000_000)
+HELD_OUT_SEEDS = range(1_000_000, 2_000_000)
+"""Evaluation only ever draws from HELD_OUT_SEEDS; training only from TRAIN_SEEDS."""
+
+
+def clip_inputs(clip, visual, codec, compress: bool = False) -> dict:
+    """The network inputs of one world clip (text excluded: it is batched per shard)."""
+    frames = compress_frames(clip.frames, clip.fps, crf=28) if compress else clip.frames
+    features = visual.encode_frames(frames, clip.fps)
+    latent = codec.encode(torch.from_numpy(clip.audio)[None])[0]
+    return {"latent": latent, "clip": features.clip, "sync": features.sync}
+
+
+def precompute_shards(seeds, out_dir: str | Path, config: WorldConfig | None = None,
+                      shard_size: int = 100, compress_probability: float = 0.3,
+                      log=print) -> list[Path]:
+    """Generate the clips of `seeds` and write their network inputs as shards in `out_dir`.
+    Shards already present are kept (the run can be resumed)."""
+    from daemon.model.codec import MelCodec
+    from daemon.model.text import MiniLMText
+    from daemon.model.visual import MotionFeatures
+
+    config = config or WorldConfig()
+    seeds = list(seeds)
+    bad = [s for s in seeds if s not in TRAIN_SEEDS]
+    if bad:
+        raise ValueError(f"seeds {bad[:5]} are held out for evaluation; train on 0..999999")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    visual, codec, text = MotionFeatures(), MelCodec(), MiniLMText(cache_size=4096)
+    written = []
+    for index in range(0, len(seeds), shard_size):
+        path = out / f"shard-{index // shard_size:05d}.pt"
+        written.append(path)
+        if path.exists():
+            continue
+        started = time.time()
+        rows, captions, meta = [], [], []
+        for seed in seeds[index:index + shard_size]:
+            clip = generate_clip(seed, config)
+            rng = np.random.default_rng([seed, 7])
+            rows.append(clip_inputs(clip, visual, codec, rng.random() < compress_probability))
+            captions.append(clip.caption or "")
+            meta.append({"seed": seed, "caption": clip.caption, "classes": clip.classes})
+        tokens = text.encode(captions).tokens
+        shard = {key: torch.stack([r[key] for r in rows]).to(torch.float16)
+                 for key in ("latent", "clip", "sync")}
+        shard["text"] = tokens.to(torch.float16)
+        shard["meta"] = meta
+        tmp = path.with_suffix(".tmp")
+        torch.save(shard, tmp)
+        tmp.rename(path)  # a shard appears whole or not at all
+        log(f"wrote {path.name}: {len(rows)} clips in {time.time() - started:.1f} s")
+    return written
+
+
+class WorldShards:
+    """All shards of a folder in memory; `batch(indices)` gives float32 tensors."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.loaded: list[str] = []
+        self.tensors: dict[str, torch.Tensor] = {}
+        self.refresh()
+
+    def refresh(self) -> int:
+        """Load shards that appeared since the last call; returns the clip count."""
+        new = [p for p in sorted(self.folder.glob("shard-*.pt")) if p.name not in self.loaded]
+        for path in new:
+            shard = torch.load(path, weights_only=False)
+            for key in ("latent", "clip", "sync", "text"):
+                part = shard[key]
+                self.tensors[key] = (torch.cat([self.tensors[key], part])
+                                     if key in self.tensors else part)
+            self.loaded.append(path.name)
+        return len(self)
+
+    def __len__(self) -> int:
+        return 0 if not self.tensors else int(self.tensors["latent"].shape[0])
+
+    def batch(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {k: v[indices].float() for k, v in self.tensors.items()}
