@@ -105,3 +105,30 @@ class WorldShards:
 
     def batch(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
         return {k: v[indices].float() for k, v in self.tensors.items()}
+
+
+class WorldDataset:
+    """The world as a `daemon.model.data.TrainingDataset` (picture frames in memory, 16 kHz
+    audio, caption), for the generic training entry point:
+
+        python -m daemon.model.train --data "daemon.model.world.dataset:WorldDataset?count=2000" ...
+    """
+
+    def __init__(self, count: int | str = 2000, first_seed: int | str = 0):
+        self.first_seed, self.count = int(first_seed), int(count)
+        if self.first_seed + self.count > TRAIN_SEEDS.stop or self.first_seed < 0:
+            raise ValueError(f"seeds {self.first_seed}..{self.first_seed + self.count - 1} reach "
+                             "into the held-out range; train on seeds 0..999999")
+        self.config = WorldConfig()
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int):
+        from daemon.model.data import FramesPicture, TrainingItem
+
+        if not 0 <= index < self.count:
+            raise IndexError(index)
+        clip = generate_clip(self.first_seed + index, self.config)
+        return TrainingItem(picture=FramesPicture(clip.frames, clip.fps), audio=clip.audio,
+                            audio_rate=clip.rate, caption=clip.caption or "")
