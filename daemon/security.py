@@ -19,6 +19,7 @@ import ipaddress
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 
 import zmq
@@ -93,11 +94,41 @@ def create_keys(directory: str | os.PathLike, client_name: str = CLIENT_KEY) -> 
     }
 
 
-def start_curve_server(context: zmq.Context, socket: zmq.Socket, directory: str | os.PathLike):
-    """Make `socket` a CURVE server that admits only allow-listed clients. Returns the
-    authenticator thread; stop it when the socket closes."""
+class CurveGate:
+    """The ZAP side of a CURVE server: pyzmq's ThreadAuthenticator with the allow-list folder,
+    re-read when its contents change so a new client key works without a restart."""
+
+    def __init__(self, context: zmq.Context, allow_dir: Path):
+        from zmq.auth.thread import ThreadAuthenticator
+
+        self.allow_dir = allow_dir
+        self._authenticator = ThreadAuthenticator(context)
+        self._authenticator.start()
+        self._seen = None
+        self._checked = 0.0
+        self.refresh(force=True)
+
+    def refresh(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._checked < 0.5:
+            return
+        self._checked = now
+        try:
+            state = sorted((p.name, p.stat().st_mtime_ns) for p in self.allow_dir.glob("*.key"))
+        except OSError:
+            return
+        if state != self._seen:
+            self._seen = state
+            self._authenticator.configure_curve(domain="*", location=str(self.allow_dir))
+
+    def stop(self) -> None:
+        self._authenticator.stop()
+
+
+def start_curve_server(context: zmq.Context, socket: zmq.Socket, directory: str | os.PathLike) -> CurveGate:
+    """Make `socket` a CURVE server that admits only allow-listed clients. Returns the gate;
+    call its `refresh()` now and then and `stop()` when the socket closes."""
     import zmq.auth
-    from zmq.auth.thread import ThreadAuthenticator
 
     root = Path(directory).expanduser()
     secret_file = root / f"{SERVER_KEY}.key_secret"
@@ -108,14 +139,12 @@ def start_curve_server(context: zmq.Context, socket: zmq.Socket, directory: str 
         raise SecurityError(
             f"no allowed client keys in {allow}; create one with `v2a keys create {root}`"
         )
-    auth = ThreadAuthenticator(context)
-    auth.start()
-    auth.configure_curve(domain="*", location=str(allow))
     public, secret = zmq.auth.load_certificate(str(secret_file))
+    gate = CurveGate(context, allow)
     socket.curve_secretkey = secret
     socket.curve_publickey = public
     socket.curve_server = True
-    return auth
+    return gate
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._ \-]+")
@@ -123,8 +152,8 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._ \-]+")
 
 def safe_filename(text: str, *, default: str = "clip", max_chars: int = 120) -> str:
     """A clip name as a file name: letters, digits, '.', '_', '-', spaces; never '..' or empty."""
-    name = _UNSAFE.sub("_", text).strip(" .")
-    name = re.sub(r"_+", "_", name)[:max_chars].strip(" .")
+    name = re.sub(r"\.{2,}", "_", _UNSAFE.sub("_", text))
+    name = re.sub(r"_+", "_", name)[:max_chars].strip(" ._")
     return name or default
 
 

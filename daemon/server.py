@@ -198,6 +198,8 @@ class Server:
                 if self._stopping and not self.worker.alive:
                     self._drain_inbox()
                     break
+                if self._authenticator is not None:
+                    self._authenticator.refresh()
                 ready = dict(poller.poll(_POLL_MS))
                 if self._inbox in ready:
                     self._drain_inbox()
