@@ -163,28 +163,28 @@ def test_resending_an_id_returns_the_same_job(tmp_path, media):
     engine = ToneEngine()
     engine.hold = True
     body = {"media": media, "start": 0.0, "end": 0.2, "steps": 3, "seed": 4}
-    with running_server(tmp_path / "cache", engine) as server:
-        with Client(server.endpoint) as first, Client(server.endpoint) as second:
-            first.submit("generate", body, request_id="job-42")
-            assert engine.started.wait(20)
-            # another connection re-sends the id (a plugin reconnecting): it takes the job over
-            second.submit("generate", body, request_id="job-42")
-            engine.release.set()
-            events = []
-            result = second.wait("job-42", on_event=events.append)
-            assert events[0].type == "accepted" and events[0].body["duplicate"] is True
-            # once finished, re-sending gives the stored result without generating again
-            stale = first.poll()  # what `first` heard before `second` took the job over
-            assert stale and not any(e.final for e in stale)
-            again = first.submit("generate", body, request_id="job-42")
-            replies = []
-            first.wait(again, on_event=replies.append)
-            assert [e.type for e in replies] == ["accepted", "result"]
-            assert replies[-1].blobs == result.blobs
-            with pytest.raises(DaemonError) as err:
-                first.wait(first.submit(
-                    "generate_timeline", {"otio": "{}", "media_dir": str(tmp_path)}, request_id="job-42"))
-            assert err.value.code == "duplicate_id"
+    with running_server(tmp_path / "cache", engine) as server, \
+            Client(server.endpoint) as first, Client(server.endpoint) as second:
+        first.submit("generate", body, request_id="job-42")
+        assert engine.started.wait(20)
+        # another connection re-sends the id (a plugin reconnecting): it takes the job over
+        second.submit("generate", body, request_id="job-42")
+        engine.release.set()
+        events = []
+        result = second.wait("job-42", on_event=events.append)
+        assert events[0].type == "accepted" and events[0].body["duplicate"] is True
+        # once finished, re-sending gives the stored result without generating again
+        stale = first.poll()  # what `first` heard before `second` took the job over
+        assert stale and not any(e.final for e in stale)
+        again = first.submit("generate", body, request_id="job-42")
+        replies = []
+        first.wait(again, on_event=replies.append)
+        assert [e.type for e in replies] == ["accepted", "result"]
+        assert replies[-1].blobs == result.blobs
+        with pytest.raises(DaemonError) as err:
+            first.wait(first.submit(
+                "generate_timeline", {"otio": "{}", "media_dir": str(tmp_path)}, request_id="job-42"))
+        assert err.value.code == "duplicate_id"
     assert len(engine.calls) == 1
 
 
@@ -229,21 +229,21 @@ def test_fetch_finished_running_and_unknown_jobs(tmp_path, media):
 
 
 def test_list_jobs_by_session(tmp_path, media):
-    with running_server(tmp_path / "cache") as server:
-        with Client(server.endpoint, session="editor-a") as a, Client(server.endpoint, session="editor-b") as b:
-            a.generate(media, 0.0, 0.2, steps=1, seed=1)
-            b.generate(media, 0.0, 0.2, steps=1, seed=2)
-            b.generate(media, 0.0, 0.2, steps=1, seed=3)
-            assert len(a.list_jobs()) == 3
-            mine = b.list_jobs(session="editor-b")
-            assert len(mine) == 2 and {job["session"] for job in mine} == {"editor-b"}
+    with running_server(tmp_path / "cache") as server, \
+            Client(server.endpoint, session="editor-a") as a, Client(server.endpoint, session="editor-b") as b:
+        a.generate(media, 0.0, 0.2, steps=1, seed=1)
+        b.generate(media, 0.0, 0.2, steps=1, seed=2)
+        b.generate(media, 0.0, 0.2, steps=1, seed=3)
+        assert len(a.list_jobs()) == 3
+        mine = b.list_jobs(session="editor-b")
+        assert len(mine) == 2 and {job["session"] for job in mine} == {"editor-b"}
 
 
 def test_timeline_jobs_without_a_runner_say_so(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "daemon.timeline_job", None)  # as if the module were absent
-    with running_server(tmp_path / "cache") as server, Client(server.endpoint) as client:
-        with pytest.raises(DaemonError) as err:
-            client.generate_timeline("{}", str(tmp_path / "out"))
+    with running_server(tmp_path / "cache") as server, Client(server.endpoint) as client, \
+            pytest.raises(DaemonError) as err:
+        client.generate_timeline("{}", str(tmp_path / "out"))
     assert err.value.code == "unsupported" and "timelines" in err.value.message
 
 

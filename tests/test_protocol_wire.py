@@ -8,7 +8,14 @@ import pytest
 
 from bridge import wire
 from schemas import export
-from schemas.messages import ERROR_CODES, EVENTS, REQUESTS, InvalidRequest, check_event, parse_request
+from schemas.messages import (
+    ERROR_CODES,
+    EVENTS,
+    REQUESTS,
+    InvalidRequest,
+    check_event,
+    parse_request,
+)
 
 
 def frames_of(header=None, body=None, blobs=()):
