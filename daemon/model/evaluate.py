@@ -1,0 +1,334 @@
+"""Evaluate a V2A model on held-out world clips and write a JSON report.
+
+    python -m daemon.model.evaluate --weights daemon/model/weights/tiny.safetensors \
+        --seeds 1000000-1000039 --out report.json
+
+Every clip comes from the world's held-out seed range (never used in training). The model
+sees what the engine would give it: the clip's frames after a real H.264 round trip through
+the weight-free visual front end, MiniLM text, 25 Euler steps with guidance 4.5, Griffin-Lim.
+
+Sections (metrics are the pure functions of daemon.model.world.metrics):
+- sync: onset precision/recall/F1 (+-50 ms) of the generated audio against the events, and
+  AV-Align (audio onsets vs motion peaks from frame differences -- a weight-free stand-in for
+  optical flow -- matched within one frame, IoU). Baselines in the same run: the same model
+  with its visual features zeroed, random onsets (as many as the model produced), and the
+  world's own audio through the same detector (the ceiling of this measurement).
+- adherence: clips whose picture does not reveal the material / surface / music mood (the
+  world draws them identically); the prompt names one, chosen at random; the world audio
+  classifier (weights beside the model) says what the generated audio is. Accuracy of
+  "classified == prompted", over all 21 classes and within the family; baseline: the same
+  clips with an empty prompt.
+- negative: clips with an event source and an ambience; generated with and without the
+  ambience (or the event) named in the negative prompt; the energy where that class sounds
+  (between events for an ambience, 300 ms after each event for an event), in dB. Baseline:
+  the same measurement between two seeds with no negative prompt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from daemon.model.world import EVAL_SYNC, class_prompt, compress_frames, generate_clip
+from daemon.model.world.captions import CLASSES
+from daemon.model.world.dataset import HELD_OUT_SEEDS
+from daemon.model.world.metrics import (
+    av_align,
+    detect_onsets,
+    motion_peaks,
+    onset_scores,
+    pooled_scores,
+    random_onsets,
+    span_energy_db,
+)
+
+FAMILIES = {
+    "impact": ("impact_wood", "impact_metal", "impact_glass", "impact_stone"),
+    "footsteps": ("footsteps_concrete", "footsteps_gravel", "footsteps_grass", "footsteps_wood"),
+    "music": ("music_tense", "music_calm", "music_upbeat"),
+}
+NEGATIVE_EVENTS = ("impact_wood", "impact_metal", "footsteps_concrete", "footsteps_gravel",
+                   "door_slam")
+NEGATIVE_AMBIENCES = ("rain", "ocean", "wind", "fire", "city")
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    steps: int = 25
+    cfg: float = 4.5
+    tolerance: float = 0.05
+    sync_clips: int = 40
+    adherence_clips: int = 30
+    negative_clips: int = 12
+    batch: int = 8
+    seed: int = 0
+
+
+class ModelUnderTest:
+    """A weights file with the default front ends, generating 16 kHz audio for world clips."""
+
+    def __init__(self, weights: str | Path, device: str = "cpu"):
+        from daemon.model.checkpoint import load_network
+        from daemon.model.codec import MelCodec
+        from daemon.model.text import MiniLMText
+        from daemon.model.visual import MotionFeatures
+
+        self.network = load_network(weights, device=device).eval()
+        self.visual, self.text, self.codec = MotionFeatures(), MiniLMText(), MelCodec()
+        self.weights = str(weights)
+
+    def picture(self, clip) -> tuple[torch.Tensor, torch.Tensor]:
+        # What the engine sees comes out of a video file: give the model compressed frames.
+        f = self.visual.encode_frames(compress_frames(clip.frames, clip.fps, crf=23), clip.fps)
+        return f.clip, f.sync
+
+    @torch.inference_mode()
+    def generate(self, pictures: list[tuple[torch.Tensor, torch.Tensor]], prompts: list[str],
+                 negative: str | None, settings: EvalSettings, zero_picture: bool = False,
+                 seed: int | None = None) -> list[np.ndarray]:
+        from daemon.model.windows import generate_latents
+
+        out = []
+        for i in range(0, len(pictures), settings.batch):
+            part = pictures[i:i + settings.batch]
+            clip = torch.stack([p[0] for p in part])
+            sync = torch.stack([p[1] for p in part])
+            if zero_picture:
+                clip, sync = torch.zeros_like(clip), torch.zeros_like(sync)
+            text = self.text.encode(prompts[i:i + settings.batch]).tokens
+            neg = None if negative is None else self.text.encode([negative]).tokens
+            n = self.network.config.seq_lens_for(8.0)[0]
+            latents = generate_latents(self.network, clip, sync, text, n, negative_text_f=neg,
+                                       steps=settings.steps, cfg=settings.cfg,
+                                       seed=settings.seed if seed is None else seed)
+            out += list(self.codec.decode(latents).numpy())
+        return out
+
+
+def _soft_spans(clip) -> list[tuple[float, float]]:
+    return [(e.time, e.time + e.duration) for e in clip.events if not e.onset]
+
+
+def evaluate_sync(model: ModelUnderTest, seeds: list[int], settings: EvalSettings) -> dict:
+    clips = [generate_clip(s, EVAL_SYNC) for s in seeds]
+    pictures = [model.picture(c) for c in clips]
+    prompts = [c.caption or "" for c in clips]
+    generated = model.generate(pictures, prompts, None, settings)
+    blind = model.generate(pictures, prompts, None, settings, zero_picture=True)
+    rng = np.random.default_rng(settings.seed)
+    rows = {"model": [], "visual_zeroed": [], "random_onsets": [], "world_audio": []}
+    align = {k: [] for k in rows}
+    per_clip = []
+    for clip, audio, audio_blind in zip(clips, generated, blind, strict=True):
+        ref, soft = clip.onset_times, _soft_spans(clip)
+        peaks = motion_peaks(clip.frames, clip.fps)
+        found = {"model": detect_onsets(audio, 16_000),
+                 "visual_zeroed": detect_onsets(audio_blind, 16_000),
+                 "world_audio": detect_onsets(clip.audio, clip.rate)}
+        found["random_onsets"] = random_onsets(len(found["model"]), clip.duration, rng)
+        for key, onsets in found.items():
+            rows[key].append(onset_scores(onsets, ref, settings.tolerance, soft))
+            align[key].append(av_align(onsets, peaks, clip.fps))
+        per_clip.append({"seed": clip.seed, "caption": clip.caption, "events": len(ref),
+                         "model_onsets": len(found["model"]), "f1": rows["model"][-1]["f1"]})
+    summary = {key: {**pooled_scores(rows[key]), "av_align": float(np.mean(align[key]))}
+               for key in rows}
+    return {"clips": len(clips), "tolerance_s": settings.tolerance, "summary": summary,
+            "per_clip": per_clip}
+
+
+def evaluate_adherence(model: ModelUnderTest, classifier, seeds: list[int],
+                       settings: EvalSettings) -> dict:
+    rng = np.random.default_rng(settings.seed + 1)
+    names = list(FAMILIES)
+    cases = []
+    for i, seed in enumerate(seeds):
+        family = FAMILIES[names[i % len(names)]]
+        shown, prompted = str(rng.choice(family)), str(rng.choice(family))
+        cases.append((seed, names[i % len(names)], shown, prompted, class_prompt(prompted, rng)))
+    clips = [generate_clip(seed, EVAL_SYNC, classes=(shown,), cuts=False)
+             for seed, _, shown, _, _ in cases]
+    pictures = [model.picture(c) for c in clips]
+    generated = model.generate(pictures, [c[4] for c in cases], None, settings)
+    unprompted = model.generate(pictures, [""] * len(cases), None, settings)
+    records = []
+    for (seed, family, shown, prompted, text), audio, bare in zip(cases, generated, unprompted,
+                                                                  strict=True):
+        label, probs = classifier.predict(audio)
+        bare_label, bare_probs = classifier.predict(bare)
+        members = [CLASSES.index(c) for c in FAMILIES[family]]
+        in_family = CLASSES[members[int(np.argmax(probs[members]))]]
+        bare_in_family = CLASSES[members[int(np.argmax(bare_probs[members]))]]
+        records.append({"seed": seed, "family": family, "world_class": shown,
+                        "prompted": prompted, "prompt": text, "classified": label,
+                        "classified_in_family": in_family, "unprompted_classified": bare_label,
+                        "unprompted_in_family": bare_in_family})
+
+    def rate(key, field="prompted"):
+        return float(np.mean([r[key] == r[field] for r in records])) if records else 0.0
+
+    by_family = {f: float(np.mean([r["classified_in_family"] == r["prompted"]
+                                   for r in records if r["family"] == f]))
+                 for f in FAMILIES if any(r["family"] == f for r in records)}
+    return {"clips": len(records),
+            "accuracy": rate("classified"),
+            "accuracy_within_family": rate("classified_in_family"),
+            "within_family_by_family": by_family,
+            "baseline_empty_prompt_accuracy": rate("unprompted_classified"),
+            "baseline_empty_prompt_within_family": rate("unprompted_in_family"),
+            "chance_within_family": float(np.mean([1 / len(FAMILIES[r["family"]])
+                                                   for r in records])) if records else 0.0,
+            "per_clip": records}
+
+
+def _class_spans(clip, cls: str) -> list[tuple[float, float]]:
+    """Where `cls` sounds in `clip`: 300 ms after each of its events for an event class;
+    for an ambience, the gaps between events (beyond 400 ms after any hit)."""
+    events = sorted(e.time for e in clip.events if e.source != "ambience")
+    if any(e.cls == cls for e in clip.events if e.source != "ambience"):
+        return [(e.time, e.time + 0.3) for e in clip.events if e.cls == cls]
+    spans, t = [], 0.0
+    for hit in events + [clip.duration]:
+        if hit - t > 0.05:
+            spans.append((t, hit))
+        t = max(t, hit + 0.4)
+    return spans
+
+
+def evaluate_negative(model: ModelUnderTest, seeds: list[int], settings: EvalSettings) -> dict:
+    rng = np.random.default_rng(settings.seed + 2)
+    records = []
+    for seed in seeds:
+        event, ambience = str(rng.choice(NEGATIVE_EVENTS)), str(rng.choice(NEGATIVE_AMBIENCES))
+        clip = generate_clip(seed, EVAL_SYNC, classes=(event, ambience), cuts=False)
+        picture = [model.picture(clip)]
+        event_text, ambience_text = class_prompt(event, rng), class_prompt(ambience, rng)
+        for target, target_text, prompt in ((ambience, ambience_text, event_text),
+                                            (event, event_text, ambience_text)):
+            spans = _class_spans(clip, target)
+            plain = model.generate(picture, [prompt], None, settings)[0]
+            other_seed = model.generate(picture, [prompt], None, settings,
+                                        seed=settings.seed + 1)[0]
+            negated = model.generate(picture, [prompt], target_text, settings)[0]
+            plain_db = span_energy_db(plain, 16_000, spans)
+            records.append({
+                "seed": seed, "target": target, "negative_prompt": target_text,
+                "prompt": prompt, "energy_db": plain_db,
+                "energy_with_negative_db": span_energy_db(negated, 16_000, spans),
+                "reduction_db": plain_db - span_energy_db(negated, 16_000, spans),
+                "reseed_difference_db": plain_db - span_energy_db(other_seed, 16_000, spans),
+            })
+
+    def mean(key, kind=None):
+        rows = [r[key] for r in records if kind is None or
+                (r["target"] in NEGATIVE_AMBIENCES) == (kind == "ambience")]
+        return float(np.mean(rows)) if rows else 0.0
+
+    return {"clips": len(seeds), "mean_reduction_db": mean("reduction_db"),
+            "mean_reduction_ambience_db": mean("reduction_db", "ambience"),
+            "mean_reduction_event_db": mean("reduction_db", "event"),
+            "baseline_reseed_mean_abs_db": float(np.mean([abs(r["reseed_difference_db"])
+                                                          for r in records])) if records else 0.0,
+            "per_case": records}
+
+
+def _seed_range(text: str) -> list[int]:
+    first, _, last = text.partition("-")
+    seeds = list(range(int(first), int(last or first) + 1))
+    outside = [s for s in seeds if s not in HELD_OUT_SEEDS]
+    if outside:
+        raise SystemExit(f"seeds {outside[:3]}... are training seeds; evaluate on "
+                         f"{HELD_OUT_SEEDS.start}..{HELD_OUT_SEEDS.stop - 1}")
+    return seeds
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description="evaluate a V2A model on held-out world clips")
+    parser.add_argument("--weights", required=True)
+    parser.add_argument("--classifier", default=None,
+                        help="world audio classifier (default: world_classifier.safetensors "
+                             "beside the weights)")
+    parser.add_argument("--seeds", default="1000000-1000039",
+                        help="held-out seed range FIRST-LAST; each section takes what it needs")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--sections", default="sync,adherence,negative")
+    parser.add_argument("--sync-clips", type=int, default=EvalSettings.sync_clips)
+    parser.add_argument("--adherence-clips", type=int, default=EvalSettings.adherence_clips)
+    parser.add_argument("--negative-clips", type=int, default=EvalSettings.negative_clips)
+    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--cfg", type=float, default=4.5)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    seeds = _seed_range(args.seeds)
+    settings = EvalSettings(steps=args.steps, cfg=args.cfg, sync_clips=args.sync_clips,
+                            adherence_clips=args.adherence_clips,
+                            negative_clips=args.negative_clips)
+    model = ModelUnderTest(args.weights)
+    report = {"weights": args.weights, "seeds": args.seeds, "settings": asdict(settings),
+              "hardware": f"{platform.machine()}, {torch.get_num_threads()} CPU threads",
+              "command": "python -m daemon.model.evaluate " + " ".join(argv or [])}
+    sections = set(args.sections.split(","))
+    timings = {}
+    if "sync" in sections:
+        started = time.time()
+        report["sync"] = evaluate_sync(model, seeds[:settings.sync_clips], settings)
+        timings["sync_s"] = round(time.time() - started, 1)
+    if "adherence" in sections:
+        from daemon.model.world.classifier import AudioClassifier
+
+        path = Path(args.classifier or Path(args.weights).with_name("world_classifier.safetensors"))
+        classifier = AudioClassifier.load(path)
+        report["classifier"] = {"path": str(path), **json.loads(
+            _metadata(path).get("training", "{}"))}
+        started = time.time()
+        report["adherence"] = evaluate_adherence(model, classifier,
+                                                 seeds[:settings.adherence_clips], settings)
+        timings["adherence_s"] = round(time.time() - started, 1)
+    if "negative" in sections:
+        started = time.time()
+        report["negative"] = evaluate_negative(model, seeds[:settings.negative_clips], settings)
+        timings["negative_s"] = round(time.time() - started, 1)
+    report["timings"] = timings
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(_headline(report), indent=2))
+
+
+def _metadata(path: Path) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return f.metadata() or {}
+
+
+def _headline(report: dict) -> dict:
+    out = {}
+    if "sync" in report:
+        s = report["sync"]["summary"]
+        out["onset_f1"] = {k: round(v["f1"], 3) for k, v in s.items()}
+        out["av_align"] = {k: round(v["av_align"], 3) for k, v in s.items()}
+    if "adherence" in report:
+        a = report["adherence"]
+        out["adherence"] = {k: a[k] for k in ("accuracy", "accuracy_within_family",
+                                              "baseline_empty_prompt_accuracy",
+                                              "baseline_empty_prompt_within_family",
+                                              "chance_within_family")}
+        out["classifier_held_out_accuracy"] = report["classifier"].get("held_out_accuracy")
+    if "negative" in report:
+        n = report["negative"]
+        out["negative"] = {k: n[k] for k in ("mean_reduction_db", "mean_reduction_ambience_db",
+                                             "mean_reduction_event_db",
+                                             "baseline_reseed_mean_abs_db")}
+    out["timings"] = report.get("timings")
+    return out
+
+
+if __name__ == "__main__":
+    main()
