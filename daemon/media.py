@@ -104,6 +104,9 @@ def _video_stream(container: av.container.InputContainer, media: str) -> av.vide
     stream = container.streams.video[0]
     # Frame threads: decoding 1080p H.264 is the wall time of the whole visual front end.
     stream.thread_type = "AUTO"
+    # The picture is looked at 30x smaller than it is coded: the deblocking filter and exact
+    # rounding are invisible there, and skipping them decodes H.264 ~25 % faster.
+    stream.codec_context.options = {"skip_loop_filter": "all", "flags2": "+fast"}
     return stream
 
 
@@ -139,8 +142,10 @@ def decode_range(
             frames = _decode_from_seek(
                 container, stream, start, end, size, backoff, frame_duration
             )
-            # A seek can land after `start` (sparse index); then try again from further back.
-            if frames and (frames[0][0] < start - TIME_SLACK or backoff is None):
+            # A seek can land after `start` (sparse index); then try again from further back,
+            # unless this pass already decoded from the file's first frame.
+            from_file_start = backoff is None or start - backoff - frame_duration <= 0
+            if frames and (frames[0][0] < start - TIME_SLACK or from_file_start):
                 break
     except av.FFmpegError as exc:
         raise MediaError(f"FFmpeg failed decoding {segment.media!r}: {exc}") from exc

@@ -1,0 +1,157 @@
+"""Speed of the default engine: the `tiny` model end to end, and video decoding + features.
+
+    python benchmarks/generate.py [--repeats 3] [--seconds 8] [--steps 25] [--threads N]
+
+Prints one table. Rows:
+- generate 8 s (tiny, 25 steps, cfg 4.5): wall time of V2AEngine.generate end to end, median of
+  the repeats, with the stages the engine records (decode + picture features, text, sampling,
+  Griffin-Lim, output stage); goal <= 2 s on 2 CPU cores. Uses the embedded weights when they
+  are installed, else a random-weight tiny network (same computation, same speed).
+- decode + features 1080p H.264: MotionFeatures over a 10 s 1920x1080 25 fps H.264 file made
+  here (libx264 veryfast, crf 20, keyframe every 2 s, moving textured picture; its bitrate is
+  printed), from the start and seeking into the middle, as a multiple of real time; goal >= 10x.
+- Griffin-Lim iterations: decode time of 8 s for 16/32/48/64 iterations.
+
+The machine's load average is printed too: on a shared CPU the figures move with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from daemon.engine import ClipRequest, Segment  # noqa: E402
+from daemon.model import build_network  # noqa: E402
+from daemon.model.checkpoint import save_network  # noqa: E402
+from daemon.model.codec import MelCodec  # noqa: E402
+from daemon.model.engine import DEFAULT_WEIGHTS, V2AEngine  # noqa: E402
+from daemon.model.visual import MotionFeatures  # noqa: E402
+
+
+def make_1080p(path: Path, seconds: int = 10, rate: int = 25) -> Path:
+    """A textured picture panning right with a moving bright block: real work for H.264."""
+    container = av.open(str(path), "w")
+    stream = container.add_stream("libx264", rate=rate)
+    stream.width, stream.height, stream.pix_fmt = 1920, 1080, "yuv420p"
+    stream.options = {"preset": "veryfast", "crf": "20"}
+    stream.codec_context.gop_size = 2 * rate  # a keyframe every 2 s, like camera files
+    rng = np.random.default_rng(0)
+    texture = rng.integers(0, 255, (1080, 2400, 3), dtype=np.uint8)
+    texture = ((texture.astype(np.uint16) + np.roll(texture, 1, 1) + np.roll(texture, 1, 0)) // 3).astype(np.uint8)
+    for j in range(seconds * rate):
+        frame = np.ascontiguousarray(texture[:, 4 * j : 4 * j + 1920])
+        x = (j * 17) % 1700
+        frame[400:600, x : x + 200] = 240
+        for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+    container.close()
+    return path
+
+
+def make_clip(path: Path, seconds: float, rate: int = 25) -> Path:
+    container = av.open(str(path), "w")
+    stream = container.add_stream("libx264", rate=rate)
+    stream.width, stream.height, stream.pix_fmt = 640, 360, "yuv420p"
+    for j in range(int(seconds * rate) + 1):
+        frame = np.full((360, 640, 3), 50, np.uint8)
+        frame[150:210, (j * 9) % 580 : (j * 9) % 580 + 60] = 230
+        for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+    container.close()
+    return path
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows: list[tuple[str, str, str]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        # -- end to end ------------------------------------------------------------------------
+        weights = DEFAULT_WEIGHTS
+        label = "embedded weights"
+        if not weights.is_file():
+            torch.manual_seed(0)
+            weights = save_network(build_network("tiny"), tmp / "tiny.safetensors")
+            label = "random-weight tiny"
+        engine = V2AEngine(weights=weights, device="cpu")
+        engine.load("cpu")
+        clip = make_clip(tmp / "clip.mp4", args.seconds)
+        request = ClipRequest((Segment(str(clip), 0.0, args.seconds),), prompt="a door slams",
+                              steps=args.steps, cfg=4.5)
+        engine.generate(request, lambda *a: None, lambda: False)  # warm-up (kernel set-up)
+        walls, stages = [], []
+        for seed in range(args.repeats):
+            started = time.perf_counter()
+            audio = engine.generate(
+                ClipRequest(request.segments, request.prompt, steps=args.steps, seed=seed),
+                lambda *a: None, lambda: False,
+            )
+            walls.append(time.perf_counter() - started)
+            stages.append(audio.metadata["timings"])
+        wall = statistics.median(walls)
+        rows.append((f"generate {args.seconds:g} s, tiny, {args.steps} steps, cfg 4.5 ({label})",
+                     f"{wall:.2f} s", f"RTF {wall / args.seconds:.3f} (goal <= 2 s)"))
+        for key in stages[0]:
+            value = statistics.median(s[key] for s in stages)
+            rows.append((f"  stage {key}", f"{value:.3f} s", ""))
+
+        # -- decode + features -----------------------------------------------------------------
+        started = time.perf_counter()
+        video = make_1080p(tmp / "1080p.mp4")
+        mbps = video.stat().st_size * 8 / 10 / 1e6
+        rows.append((f"  (making the 10 s 1080p H.264 test file, {mbps:.1f} Mbit/s)",
+                     f"{time.perf_counter() - started:.1f} s", ""))
+        encoder = MotionFeatures()
+        for what, start, duration in (("from the start, 10 s", 0.0, 10.0), ("seeking to 5 s, 4 s", 5.0, 4.0)):
+            times = []
+            for _ in range(args.repeats):
+                started = time.perf_counter()
+                encoder.encode_segments([Segment(str(video), start, duration)])
+                times.append(time.perf_counter() - started)
+            best = statistics.median(times)
+            rows.append((f"decode + features 1080p H.264, {what}", f"{best:.2f} s",
+                         f"{duration / best:.1f}x real time (goal >= 10x)"))
+
+        # -- Griffin-Lim -----------------------------------------------------------------------
+        latents = MelCodec().encode(torch.randn(1, 8 * 16_000) * 0.1)
+        for iters in (16, 32, 48, 64):
+            codec = MelCodec(griffin_lim_iters=iters)
+            codec.decode(latents)
+            started = time.perf_counter()
+            codec.decode(latents)
+            rows.append((f"Griffin-Lim {iters} iterations, 8 s", f"{time.perf_counter() - started:.3f} s", ""))
+
+    load = os.getloadavg()
+    width = max(len(r[0]) for r in rows)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
+          f"load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (shared machine)")
+    print(f"{'measurement':<{width}}  {'time':>9}  note")
+    for name, value, note in rows:
+        print(f"{name:<{width}}  {value:>9}  {note}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
