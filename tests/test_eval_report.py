@@ -1,0 +1,62 @@
+"""The evaluation command end to end on a tiny, untrained network, and the audio classifier's
+plumbing. (The numbers of the shipped model are in its model card, not asserted here.)"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from daemon.model.checkpoint import save_network
+from daemon.model.network import build_network
+from daemon.model.world import WorldConfig, generate_clip
+from daemon.model.world.captions import CLASSES
+from daemon.model.world.classifier import AudioClassifier, audio_features
+
+
+@pytest.fixture(scope="module")
+def untrained_weights(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
+    save_network(build_network("tiny"), path)
+    return path
+
+
+def test_sync_report_has_model_and_every_baseline(untrained_weights, tmp_path):
+    from daemon.model.evaluate import main
+
+    out = tmp_path / "report.json"
+    main(["--weights", str(untrained_weights), "--seeds", "1000000-1000001", "--out", str(out),
+          "--sections", "sync", "--sync-clips", "2", "--steps", "2", "--threads", "1"])
+    report = json.loads(out.read_text())
+    summary = report["sync"]["summary"]
+    assert set(summary) == {"model", "visual_zeroed", "random_onsets", "world_audio"}
+    for scores in summary.values():
+        assert 0.0 <= scores["f1"] <= 1.0 and 0.0 <= scores["av_align"] <= 1.0
+    # The world's own audio through the same detector is the ceiling; an untrained network
+    # is nowhere near it.
+    assert summary["world_audio"]["f1"] > 0.8
+    assert summary["model"]["f1"] < summary["world_audio"]["f1"]
+
+
+def test_training_seeds_are_refused(untrained_weights, tmp_path):
+    from daemon.model.evaluate import main
+
+    with pytest.raises(SystemExit, match="training seeds"):
+        main(["--weights", str(untrained_weights), "--seeds", "5-9", "--out",
+              str(tmp_path / "r.json")])
+
+
+def test_classifier_features_ignore_level_and_the_model_round_trips(tmp_path):
+    audio = generate_clip(600_123, WorldConfig(duration=2.0), classes=("rain",)).audio
+    a, b = audio_features(audio), audio_features(0.1 * audio)
+    assert a.shape == (334,) and np.allclose(a, b, atol=1e-3)
+    torch.manual_seed(0)
+    model = AudioClassifier()
+    path = tmp_path / "classifier.safetensors"
+    model.save(path, {"held_out_accuracy": 0.0})
+    label, probs = AudioClassifier.load(path).predict(audio)
+    assert label in CLASSES and probs.shape == (len(CLASSES),)
+    assert label == model.predict(audio)[0]
