@@ -205,11 +205,9 @@ class Server:
                     self._drain_inbox()
                 if self._router in ready:
                     for _ in range(_BATCH):
-                        try:
-                            frames = self._router.recv_multipart(zmq.NOBLOCK, copy=False)
-                        except zmq.Again:
+                        self._handle(self._router.recv_multipart(copy=False))
+                        if not self._router.get(zmq.EVENTS) & zmq.POLLIN:
                             break
-                        self._handle(frames)
         finally:
             self._close()
 
@@ -239,10 +237,9 @@ class Server:
 
     def _drain_inbox(self) -> None:
         for _ in range(_BATCH):
-            try:
-                frames = self._inbox.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
+            if not self._inbox.get(zmq.EVENTS) & zmq.POLLIN:
                 return
+            frames = self._inbox.recv_multipart(copy=False)
             target, event_type = frames[0].bytes.decode(), frames[1].bytes.decode()
             identity = self._routes.get(target)
             if event_type in FINAL_EVENTS:
