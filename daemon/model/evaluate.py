@@ -91,8 +91,10 @@ class ModelUnderTest:
 
     @torch.inference_mode()
     def generate(self, pictures: list[tuple[torch.Tensor, torch.Tensor]], prompts: list[str],
-                 negative: str | None, settings: EvalSettings, zero_picture: bool = False,
+                 negatives: list[str] | None, settings: EvalSettings, zero_picture: bool = False,
                  seed: int | None = None) -> list[np.ndarray]:
+        """16 kHz audio for each picture with its prompt (and its negative prompt, when
+        `negatives` is given), in batches of `settings.batch`."""
         from daemon.model.windows import generate_latents
 
         out = []
@@ -103,7 +105,8 @@ class ModelUnderTest:
             if zero_picture:
                 clip, sync = torch.zeros_like(clip), torch.zeros_like(sync)
             text = self.text.encode(prompts[i:i + settings.batch]).tokens
-            neg = None if negative is None else self.text.encode([negative]).tokens
+            neg = (None if negatives is None
+                   else self.text.encode(negatives[i:i + settings.batch]).tokens)
             n = self.network.config.seq_lens_for(8.0)[0]
             latents = generate_latents(self.network, clip, sync, text, n, negative_text_f=neg,
                                        steps=settings.steps, cfg=settings.cfg,
@@ -204,27 +207,33 @@ def _class_spans(clip, cls: str) -> list[tuple[float, float]]:
 
 def evaluate_negative(model: ModelUnderTest, seeds: list[int], settings: EvalSettings) -> dict:
     rng = np.random.default_rng(settings.seed + 2)
-    records = []
+    cases, pictures = [], []
     for seed in seeds:
         event, ambience = str(rng.choice(NEGATIVE_EVENTS)), str(rng.choice(NEGATIVE_AMBIENCES))
         clip = generate_clip(seed, EVAL_SYNC, classes=(event, ambience), cuts=False)
-        picture = [model.picture(clip)]
+        picture = model.picture(clip)
         event_text, ambience_text = class_prompt(event, rng), class_prompt(ambience, rng)
+        # Negate the ambience while prompting the event, and the other way round.
         for target, target_text, prompt in ((ambience, ambience_text, event_text),
                                             (event, event_text, ambience_text)):
-            spans = _class_spans(clip, target)
-            plain = model.generate(picture, [prompt], None, settings)[0]
-            other_seed = model.generate(picture, [prompt], None, settings,
-                                        seed=settings.seed + 1)[0]
-            negated = model.generate(picture, [prompt], target_text, settings)[0]
-            plain_db = span_energy_db(plain, 16_000, spans)
-            records.append({
-                "seed": seed, "target": target, "negative_prompt": target_text,
-                "prompt": prompt, "energy_db": plain_db,
-                "energy_with_negative_db": span_energy_db(negated, 16_000, spans),
-                "reduction_db": plain_db - span_energy_db(negated, 16_000, spans),
-                "reseed_difference_db": plain_db - span_energy_db(other_seed, 16_000, spans),
-            })
+            cases.append((clip, target, target_text, prompt))
+            pictures.append(picture)
+    prompts = [c[3] for c in cases]
+    plain = model.generate(pictures, prompts, None, settings)
+    reseeded = model.generate(pictures, prompts, None, settings, seed=settings.seed + 1)
+    negated = model.generate(pictures, prompts, [c[2] for c in cases], settings)
+    records = []
+    for (clip, target, target_text, prompt), a, b, c in zip(cases, plain, reseeded, negated,
+                                                            strict=True):
+        spans = _class_spans(clip, target)
+        plain_db = span_energy_db(a, 16_000, spans)
+        negated_db = span_energy_db(c, 16_000, spans)
+        records.append({
+            "seed": clip.seed, "target": target, "negative_prompt": target_text,
+            "prompt": prompt, "energy_db": plain_db, "energy_with_negative_db": negated_db,
+            "reduction_db": plain_db - negated_db,
+            "reseed_difference_db": plain_db - span_energy_db(b, 16_000, spans),
+        })
 
     def mean(key, kind=None):
         rows = [r[key] for r in records if kind is None or
