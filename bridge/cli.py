@@ -56,8 +56,13 @@ def daemon_log_path(endpoint: str) -> Path:
     return _cache_dir() / "logs" / f"daemon-{name}.log"
 
 
-def start_local_daemon(endpoint: str, *, curve_keys: str | None = None) -> tuple[int, Path]:
-    """Start `v2a-daemon --bind endpoint` detached from this terminal; returns (pid, log path)."""
+_started_daemons: list[subprocess.Popen] = []
+"""Daemons this process started; kept so their exit can be noticed (and reaped) while waiting."""
+
+
+def start_local_daemon(endpoint: str, *, curve_keys: str | None = None) -> tuple[subprocess.Popen, Path]:
+    """Start `v2a-daemon --bind endpoint` detached from this terminal; returns (process, log path).
+    The daemon outlives this command."""
     log_path = daemon_log_path(endpoint)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "daemon.cli", "--bind", endpoint]
@@ -68,7 +73,8 @@ def start_local_daemon(endpoint: str, *, curve_keys: str | None = None) -> tuple
             command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True, close_fds=True,
         )
-    return process.pid, log_path
+    _started_daemons.append(process)
+    return process, log_path
 
 
 def connect(args: argparse.Namespace, *, autostart: bool = True) -> Client:
@@ -82,8 +88,8 @@ def connect(args: argparse.Namespace, *, autostart: bool = True) -> Client:
         if not may_start:
             client.close()
             raise
-    pid, log_path = start_local_daemon(args.endpoint, curve_keys=args.curve_keys)
-    print(f"v2a: started a local daemon on {args.endpoint} (pid {pid}); its log is {log_path}",
+    process, log_path = start_local_daemon(args.endpoint, curve_keys=args.curve_keys)
+    print(f"v2a: started a local daemon on {args.endpoint} (pid {process.pid}); its log is {log_path}",
           file=sys.stderr, flush=True)
     deadline = time.monotonic() + DAEMON_START_TIMEOUT_S
     while True:
@@ -91,20 +97,12 @@ def connect(args: argparse.Namespace, *, autostart: bool = True) -> Client:
             client.ping(timeout=PROBE_TIMEOUT_S)
             return client
         except DaemonUnavailable:
-            if time.monotonic() > deadline or not _pid_alive(pid):
+            if time.monotonic() > deadline or process.poll() is not None:
                 client.close()
                 tail = _tail(log_path)
                 raise DaemonUnavailable(args.endpoint, DAEMON_START_TIMEOUT_S) from RuntimeError(
                     f"the daemon did not come up; last lines of {log_path}:\n{tail}"
                 )
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        finished, _ = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        return False
-    return finished == 0
 
 
 def _tail(path: Path, lines: int = 15) -> str:
