@@ -61,7 +61,7 @@ def test_poll_never_blocks_and_delivers_every_event_of_a_job(tmp_path):
     with running_server(tmp_path / "cache", engine) as server, Client(server.endpoint) as client:
         started = time.monotonic()
         assert client.poll() == []
-        assert time.monotonic() - started < 0.5
+        assert time.monotonic() - started < 2.0  # no waiting (generous: a busy CI box)
         rid = client.submit("generate", {"media": media, "start": 0.0, "end": 0.5, "steps": 10})
         seen = []
         deadline = time.monotonic() + 30

@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -23,8 +24,10 @@ SLOW = {"V2A_TONE_STEP_DELAY": "0.2"}
 
 
 def _wait_until_sampling(client: Client, request_id: str) -> None:
+    deadline = time.monotonic() + 60
     while True:
-        for event in client.poll(5.0):
+        assert time.monotonic() < deadline, "the job never reached the sampler"
+        for event in client.poll(1.0):
             assert event.id != request_id or not event.final, event
             if event.id == request_id and event.type == "progress" and event.body["stage"] == "sampling":
                 return
