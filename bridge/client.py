@@ -39,6 +39,8 @@ DEFAULT_ENDPOINT = os.environ.get("V2A_ENDPOINT", "tcp://127.0.0.1:5755")
 MAX_REPLY_BYTES = 1024 * 1024 * 1024
 """Replies carry audio: a 10-minute stereo 24-bit WAV is ~170 MB."""
 NON_FINAL_EVENTS = frozenset({"accepted", "progress", "clip_done"})
+# Plain ints: pyzmq's enum arithmetic shows up in the per-request profile.
+_EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
 
 
 class V2AError(Exception):
@@ -126,6 +128,8 @@ class Client:
             self._use_curve(sock, self.curve_keys_dir)
         sock.connect(self.endpoint)
         self._socket = sock
+        self._poller = zmq.Poller()
+        self._poller.register(sock, _POLLIN)
 
     @staticmethod
     def _use_curve(sock: zmq.Socket, directory) -> None:
@@ -232,11 +236,11 @@ class Client:
         """Read everything waiting, after up to `timeout` s for the first message."""
         sock = self._socket
         # ZMQ_EVENTS rather than a Poller and zmq.Again: this is the hot path of every request.
-        if not sock.get(zmq.EVENTS) & zmq.POLLIN and (
-            timeout <= 0 or not sock.poll(max(1, round(timeout * 1000)), zmq.POLLIN)
+        if not sock.get(_EVENTS) & _POLLIN and (
+            timeout <= 0 or not self._poller.poll(max(1, round(timeout * 1000)))
         ):
             return False
-        while sock.get(zmq.EVENTS) & zmq.POLLIN:
+        while sock.get(_EVENTS) & _POLLIN:
             frames = sock.recv_multipart()
             try:
                 message = decode(frames, max_message_bytes=MAX_REPLY_BYTES)

@@ -189,7 +189,8 @@ def decode(frames, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Mes
     Raises WireError. Whenever the header could still be read, the error carries the message
     (with whatever else was readable) so the receiver can answer that request id; for a version
     mismatch the body is read too, best effort, so a client can show what the daemon said."""
-    frames = [f if isinstance(f, bytes | bytearray | memoryview) else f.buffer for f in frames]
+    if not all(type(f) is bytes for f in frames):
+        frames = [f if isinstance(f, bytes | bytearray | memoryview) else f.buffer for f in frames]
     if len(frames) < 3:
         raise WireError(
             "bad_frames",
