@@ -1,7 +1,8 @@
 """`v2a`: the command line for the V2A Bridge daemon.
 
-    v2a [--endpoint E] status | ping | generate MEDIA START END -o OUT.wav | cancel ID | jobs
-                       | unload | shutdown | keys create DIR | install-resolve [--target DIR]
+    v2a [--endpoint E] status | ping | cancel ID | jobs | unload | shutdown | keys create DIR
+                       | generate | timeline | preview (bridge.timeline_cli)
+                       | install-resolve [--target DIR]
 
 When nothing answers on a loopback endpoint, commands that need the daemon start one in the
 background and say where its log is. Subcommands are registered by the functions in
@@ -180,39 +181,6 @@ def cmd_ping(args) -> int:
     return 0
 
 
-def register_generate(sub) -> None:
-    p = sub.add_parser("generate", help="generate sound for a range of one media file")
-    p.add_argument("media", help="picture file (or printf pattern of an image sequence)")
-    p.add_argument("start", type=float, help="seconds of media time")
-    p.add_argument("end", type=float, help="seconds of media time")
-    p.add_argument("-o", "--out", type=Path, default=None, help="WAV file to write")
-    p.add_argument("--prompt", default="")
-    p.add_argument("--negative-prompt", default="")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=25)
-    p.add_argument("--cfg", type=float, default=4.5)
-    p.add_argument("--image-rate", type=float, default=None, help="frame rate of an image sequence")
-    p.add_argument("--start-number", type=int, default=None, help="first frame number of an image sequence")
-    p.set_defaults(handler=cmd_generate)
-
-
-def cmd_generate(args) -> int:
-    media = os.path.abspath(args.media) if "%" not in args.media else args.media
-    out = args.out or Path(f"{Path(args.media).stem}_{args.start:g}-{args.end:g}_v2a.wav")
-    with connect(args) as client:
-        event = client.generate(
-            media, args.start, args.end, prompt=args.prompt, negative_prompt=args.negative_prompt,
-            seed=args.seed, steps=args.steps, cfg=args.cfg, image_rate=args.image_rate,
-            start_number=args.start_number, on_event=print_progress,
-        )
-    _end_progress_line()
-    out.write_bytes(event.blobs[0])
-    body = event.body
-    print(f"wrote {out} ({body['duration']:.3f} s, {body['channels']} ch, 48 kHz 24-bit, "
-          f"model {body['model']}, seed {body['seed']}{', cached' if body['cached'] else ''})")
-    return 0
-
-
 def register_cancel(sub) -> None:
     p = sub.add_parser("cancel", help="cancel a queued or running job by id")
     p.add_argument("id")
@@ -314,7 +282,7 @@ from bridge import timeline_cli  # noqa: E402  (timeline commands; imports nothi
 COMMANDS: list[Callable] = [
     register_status,
     register_ping,
-    timeline_cli.register_generate,  # replaces register_generate: adds --start/--end options
+    timeline_cli.register_generate,
     timeline_cli.register_timeline,
     timeline_cli.register_preview,
     register_cancel,
