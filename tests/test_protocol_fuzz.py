@@ -19,7 +19,8 @@ plain = st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats
 values = st.recursive(plain, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
 # Request types whose reply is a single event and that cannot stop the daemon.
 SAFE_TYPES = ["ping", "status", "cancel", "fetch", "list_jobs", "generate", "generate_timeline", "nope", ""]
-FIELDS = ["media", "start", "end", "prompt", "seed", "steps", "cfg", "id", "otio", "media_dir", "limit", "session"]
+# No "media_dir": a timeline request that happened to be valid would create folders anywhere.
+FIELDS = ["media", "start", "end", "prompt", "seed", "steps", "cfg", "id", "otio", "limit", "session"]
 
 
 def _packed_or_raw(obj) -> bytes:
