@@ -79,7 +79,7 @@ def open_container(segment: Segment) -> av.container.InputContainer:
         raise MediaError(f"media file {media!r} does not exist; relink the clip or check the path")
     options = {}
     if is_sequence:
-        options = {"framerate": str(_rate_fraction(segment.image_rate))}
+        options = {"framerate": str(frame_rate(segment.image_rate))}
         if segment.start_number is not None:
             options["start_number"] = str(int(segment.start_number))
     try:
@@ -88,8 +88,9 @@ def open_container(segment: Segment) -> av.container.InputContainer:
         raise MediaError(f"FFmpeg cannot open {media!r}: {exc}; is it a video file?") from exc
 
 
-def _rate_fraction(rate: float | Fraction) -> Fraction:
-    """Frame rates as editors mean them: 23.976 is 24000/1001, 29.97 is 30000/1001."""
+def frame_rate(rate: float | Fraction) -> Fraction:
+    """Frame rates as editors mean them: 23.976 is 24000/1001, 29.97 is 30000/1001, 59.94 is
+    60000/1001."""
     rate = Fraction(rate).limit_denominator(1001)
     for ntsc in (24, 30, 48, 60, 120):
         exact = Fraction(ntsc * 1000, 1001)
@@ -114,7 +115,7 @@ def _frame_duration(stream: av.video.VideoStream) -> Fraction:
     rate = stream.average_rate or stream.base_rate or stream.guessed_rate
     if not rate:
         return Fraction(1, 25)
-    return 1 / _rate_fraction(Fraction(rate))
+    return 1 / frame_rate(Fraction(rate))
 
 
 def decode_range(

@@ -132,8 +132,11 @@ def resolve_weights(weights: str | os.PathLike | None) -> Path:
 
 
 def pick_device(requested: str | None) -> torch.device:
-    """'auto' (or None): CUDA, then Apple MPS, then CPU; else exactly what was asked for."""
-    requested = (requested or os.environ.get(DEVICE_ENV) or "auto").lower()
+    """'auto' (or None): $V2A_DEVICE when set, else CUDA, then Apple MPS, then CPU; any other
+    value exactly what was asked for."""
+    requested = (requested or "auto").lower()
+    if requested == "auto":
+        requested = os.environ.get(DEVICE_ENV, "auto").lower() or "auto"
     if requested == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", torch.cuda.current_device())

@@ -42,7 +42,14 @@ import numpy as np
 import torch
 
 from daemon.engine import MediaError, Segment
-from daemon.media import PICTURE_SIZE, TIME_SLACK, DecodedFrames, decode_range, to_fraction
+from daemon.media import (
+    PICTURE_SIZE,
+    TIME_SLACK,
+    DecodedFrames,
+    decode_range,
+    frame_rate,
+    to_fraction,
+)
 
 SYNC_SEGMENT = 8
 """The sync stream comes in segments of 8 frames (Synchformer's output layout)."""
@@ -140,7 +147,7 @@ class Picture:
         """Frames in memory (F, H, W, 3) uint8, shown at `fps` from media time 0."""
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
             raise MediaError(f"frames must be (F, H, W, 3) uint8 RGB, got {frames.shape} {frames.dtype}")
-        rate = Fraction(fps).limit_denominator(1001) if not isinstance(fps, Fraction) else fps
+        rate = fps if isinstance(fps, Fraction) else frame_rate(fps)
         small = np.stack([_shrink(image, size) for image in frames])
         times = [Fraction(j) / rate for j in range(len(frames))]
         decoded = DecodedFrames(times=times, images=small, frame_duration=1 / rate)
