@@ -146,6 +146,7 @@ class JobQueue:
             if job.state == QUEUED:
                 job.state = CANCELLED
                 job.finished = time.time()
+                job.request = None
                 job.error = {"code": "cancelled", "message": "cancelled before it started", "clip": None}
             else:
                 job.state = CANCELLING
@@ -174,6 +175,7 @@ class JobQueue:
                 if job.state == QUEUED:
                     job.state = CANCELLED
                     job.finished = time.time()
+                    job.request = None
                     job.error = {"code": "shutting_down", "message": "the daemon stopped before this job ran; send it again", "clip": None}
                     dropped.append(job)
             self._heap.clear()
@@ -220,6 +222,7 @@ class JobQueue:
             job.state = state
             job.error = error
             job.finished = time.time()
+            job.request = None  # an OTIO body can be megabytes; the journal has what matters
             if self._running is job:
                 self._running = None
 
