@@ -1,0 +1,179 @@
+"""Flow matching: the sampler's guidance, seeds, callbacks and the training loss."""
+
+import pytest
+import torch
+
+from daemon.engine import Cancelled
+from daemon.model import build_network
+from daemon.model.flow import (
+    TrainingSettings,
+    fit_latent_statistics,
+    guided_velocity,
+    sample,
+    training_loss,
+)
+
+SIZES = dict(latent_dim=8, clip_dim=8, sync_dim=8, text_dim=16, hidden_dim=64, depth=2,
+             fused_depth=1, num_heads=1, latent_seq_len=40, clip_seq_len=10, sync_seq_len=32,
+             text_seq_len=4, v2=True)
+
+
+@pytest.fixture(scope="module")
+def net():
+    torch.manual_seed(0)
+    net = build_network(**SIZES)
+    with torch.no_grad():  # random weights everywhere so every condition reaches the output
+        for p in net.parameters():
+            p.normal_(0, 0.15)
+        net.latent_mean.fill_(0.5)
+        net.latent_std.fill_(2.0)
+    return net.eval()
+
+
+@pytest.fixture()
+def inputs():
+    g = torch.Generator().manual_seed(1)
+    return (torch.randn(2, 10, 8, generator=g), torch.randn(2, 32, 8, generator=g),
+            torch.randn(2, 4, 16, generator=g))
+
+
+def _count_calls(module):
+    calls = []
+    handle = module.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
+    return calls, handle
+
+
+def test_a_seed_reproduces_its_result_exactly(net, inputs):
+    a = sample(net, *inputs, steps=4, cfg=3.0, seed=11)
+    b = sample(net, *inputs, steps=4, cfg=3.0, seed=11)
+    c = sample(net, *inputs, steps=4, cfg=3.0, seed=12)
+    assert a.shape == (2, 40, 8)
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, c)
+
+
+def test_guidance_one_is_the_conditional_branch_alone(net, inputs):
+    clip, sync, text = inputs
+    steps = 5
+    ours = sample(net, clip, sync, text, steps=steps, cfg=1.0, seed=3)
+    # The same Euler integration written out with the conditional velocity only.
+    noise = torch.randn((2, 40, 8), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        cond = net.preprocess_conditions(clip, sync, text, 40)
+        x = noise
+        for i in range(steps):
+            x = x + net.predict_flow(x, torch.full((2,), i / steps), cond) / steps
+    assert torch.allclose(ours, net.unnormalize(x), atol=1e-5)
+    # ... and the unconditional branch is not even run (so a negative prompt changes nothing).
+    calls, handle = _count_calls(net.audio_input_proj)
+    with_negative = sample(net, clip, sync, text, negative_text_f=torch.randn(1, 4, 16),
+                           steps=steps, cfg=1.0, seed=3)
+    handle.remove()
+    assert calls == [2] * steps
+    assert torch.equal(with_negative, ours)
+    below_one = sample(net, clip, sync, text, steps=steps, cfg=0.5, seed=3)
+    assert torch.equal(below_one, ours)
+
+
+def test_guided_velocity_mixes_conditional_and_unconditional_in_one_batch(net, inputs):
+    clip, sync, text = inputs
+    negative = torch.randn(1, 4, 16)
+    x, t, w = torch.randn(2, 40, 8), 0.3, 4.5
+    with torch.no_grad():
+        cond = net.preprocess_conditions(clip, sync, text, 40)
+        empty = net.empty_conditions(2, 40, 10, 32, negative_text_f=negative)
+        calls, handle = _count_calls(net.audio_input_proj)
+        v = guided_velocity(net, cond, empty, w)(x, t)
+        handle.remove()
+        assert calls == [4]  # both branches of both items in one forward
+        tt = torch.full((2,), t)
+        v_cond = net.predict_flow(x, tt, cond)
+        # The unconditional branch: learned empty picture, the negative prompt as its text.
+        e_clip, e_sync, _ = net.empty_features(2, 10, 32)
+        uncond = net.preprocess_conditions(e_clip, e_sync, negative.expand(2, -1, -1), 40)
+        v_uncond = net.predict_flow(x, tt, uncond)
+    assert torch.allclose(v, w * v_cond + (1 - w) * v_uncond, atol=1e-4)
+
+
+def test_the_negative_prompt_reaches_the_unconditional_branch(net, inputs):
+    g = torch.Generator().manual_seed(5)
+    neg_a, neg_b = torch.randn(1, 4, 16, generator=g), torch.randn(1, 4, 16, generator=g)
+    plain = sample(net, *inputs, steps=4, cfg=4.5, seed=2)
+    a = sample(net, *inputs, negative_text_f=neg_a, steps=4, cfg=4.5, seed=2)
+    b = sample(net, *inputs, negative_text_f=neg_b, steps=4, cfg=4.5, seed=2)
+    assert (a - b).abs().max() > 1e-2 and (a - plain).abs().max() > 1e-2
+    # Passing the learned empty text as the "negative prompt" is the same as none.
+    same = sample(net, *inputs, negative_text_f=net.empty_string_feat.detach(), steps=4,
+                  cfg=4.5, seed=2)
+    assert torch.allclose(same, plain, atol=1e-5)
+
+
+def test_conditions_are_prepared_once_per_sampling_not_per_step(net, inputs):
+    calls, handle = _count_calls(net.clip_input_proj)
+    sample(net, *inputs, steps=6, cfg=4.5, seed=0)
+    handle.remove()
+    assert len(calls) == 2  # the conditional and the unconditional conditions, once each
+
+
+def test_progress_is_reported_and_cancelling_stops_at_the_next_step(net, inputs):
+    seen = []
+    sample(net, *inputs, steps=5, cfg=2.0, progress=lambda s, n: seen.append((s, n)))
+    assert seen == [(i, 5) for i in range(1, 6)]
+    seen.clear()
+    with pytest.raises(Cancelled):
+        sample(net, *inputs, steps=25, cfg=2.0, progress=lambda s, n: seen.append(s),
+               cancelled=lambda: len(seen) >= 3)
+    assert seen == [1, 2, 3]
+
+
+def test_sampler_rejects_text_that_cannot_batch_with_the_empty_text(net, inputs):
+    clip, sync, _ = inputs
+    with pytest.raises(ValueError, match="text_seq_len"):
+        sample(net, clip, sync, torch.randn(2, 7, 16), steps=2, cfg=4.5)
+
+
+def test_full_condition_dropout_trains_the_empty_features(net, inputs):
+    clip, sync, text = inputs
+    latent = torch.randn(2, 40, 8)
+    drop_all = TrainingSettings(picture_dropout=1.0, text_dropout=1.0)
+    a = training_loss(net, latent, clip, sync, text, settings=drop_all,
+                      generator=torch.Generator().manual_seed(4))
+    e_clip, e_sync, e_text = net.empty_features(2, 10, 32)
+    b = training_loss(net, latent, e_clip, e_sync, e_text, settings=drop_all,
+                      generator=torch.Generator().manual_seed(4))
+    assert torch.allclose(a, b)
+    a.backward()
+    assert net.empty_string_feat.grad is not None and net.empty_string_feat.grad.abs().sum() > 0
+    net.zero_grad()
+
+
+def test_a_few_training_steps_lower_the_loss():
+    torch.manual_seed(0)
+    net = build_network(**SIZES)  # the real initialisation (adaLN-zero)
+    g = torch.Generator().manual_seed(0)
+    t = torch.arange(40) / 40
+    # A tiny batch whose latent follows its picture features: smooth ramps scaled per item.
+    clip = torch.randn(4, 10, 8, generator=g)
+    sync = torch.randn(4, 32, 8, generator=g)
+    text = torch.randn(4, 4, 16, generator=g)
+    latent = clip.mean(1, keepdim=True) * torch.sin(6.28 * t)[None, :, None] + 3.0
+    fit_latent_statistics(net, latent)
+    assert torch.allclose(net.latent_mean, latent.mean((0, 1), keepdim=True), atol=1e-5)
+
+    def held_out_loss():
+        with torch.no_grad():
+            return sum(training_loss(net, latent, clip, sync, text,
+                                     generator=torch.Generator().manual_seed(100 + k)).item()
+                       for k in range(4)) / 4
+
+    before = held_out_loss()
+    opt = torch.optim.AdamW(net.parameters(), lr=2e-3)
+    net.train()
+    for _ in range(25):
+        loss = training_loss(net, latent, clip, sync, text, generator=g)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    net.eval()
+    after = held_out_loss()
+    assert after < 0.7 * before, (before, after)
