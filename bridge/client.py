@@ -19,6 +19,7 @@ the client pings the daemon whenever it has been quiet that long.
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 import uuid
@@ -93,10 +94,6 @@ class Event:
         return self.type not in NON_FINAL_EVENTS
 
 
-def new_request_id() -> str:
-    return uuid.uuid4().hex
-
-
 class Client:
     """A DEALER connection to one daemon. Not thread-safe: use it from one thread."""
 
@@ -111,6 +108,10 @@ class Client:
     ):
         self.endpoint = endpoint
         self.session = session or f"s-{uuid.uuid4().hex[:12]}"
+        # Request ids: 64 random bits per client plus a counter; unique across clients and
+        # daemon restarts (the journal remembers ids) and cheaper than a uuid per request.
+        self._id_prefix = uuid.uuid4().hex[:16]
+        self._id_counter = itertools.count(1)
         self.timeout = float(timeout)
         self.curve_keys_dir = curve_keys_dir
         self._context = context or zmq.Context.instance()
@@ -166,7 +167,7 @@ class Client:
     ) -> str:
         """Send a request without waiting; returns its id. Re-sending an id the daemon knows
         re-attaches to that job instead of starting another."""
-        rid = request_id or new_request_id()
+        rid = request_id or f"{self._id_prefix}-{next(self._id_counter)}"
         header = make_header(rid, type, session=self.session, priority=priority or None)
         self._socket.send_multipart(encode(header, body or {}), copy=False)
         return rid

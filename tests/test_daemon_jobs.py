@@ -285,3 +285,23 @@ def test_a_client_of_another_protocol_version_hears_both_versions(tmp_path, monk
         with pytest.raises(ProtocolMismatch) as err:
             client.ping()
     assert "protocol 2" in str(err.value) and "speaks 1" in str(err.value)
+
+
+def test_every_reply_matches_its_schema(tmp_path, media):
+    """What a client receives is exactly what schemas/ promises (the server does not
+    re-validate its hottest replies, so this is where their shape is held)."""
+    from schemas.messages import check_event
+
+    seen: list[Event] = []
+    with running_server(tmp_path / "cache") as server, Client(server.endpoint) as client:
+        for type_, body in [("ping", {}), ("status", {}), ("list_jobs", {}), ("unload", {})]:
+            seen.append(client.wait(client.submit(type_, body)))
+        rid = client.submit("generate", {"media": media, "start": 0.0, "end": 0.2, "steps": 2})
+        client.wait(rid, on_event=seen.append)
+        seen.append(client.wait(client.submit("status")))  # now with the model loaded
+        seen.append(client.wait(client.submit("cancel", {"id": rid})))
+        seen.append(client.fetch(rid))
+    assert {e.type for e in seen} >= {"pong", "status_reply", "list_jobs_reply", "unload_reply",
+                                      "accepted", "progress", "result", "cancel_reply"}
+    for event in seen:
+        assert check_event(event.type, event.body) == event.body, event.type
