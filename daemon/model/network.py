@@ -495,11 +495,21 @@ class V2ANetwork(nn.Module):
                          negative_text_f: Tensor | None = None,
                          clip_offset: float = 0.0) -> Conditions:
         c = self.config
+        # Every row is the same unless each item has its own negative prompt: project one row.
+        shared = negative_text_f is None or negative_text_f.ndim == 2 or negative_text_f.shape[0] == 1
         clip, sync, text = self.empty_features(
-            batch_size, clip_seq_len or c.clip_seq_len, sync_seq_len or c.sync_seq_len,
-            negative_text_f,
+            1 if shared else batch_size, clip_seq_len or c.clip_seq_len,
+            sync_seq_len or c.sync_seq_len, negative_text_f,
         )
-        return self.preprocess_conditions(clip, sync, text, latent_seq_len, clip_offset)
+        cond = self.preprocess_conditions(clip, sync, text, latent_seq_len, clip_offset)
+        if shared and batch_size > 1:
+            cond = Conditions(
+                clip=cond.clip.expand(batch_size, -1, -1), text=cond.text.expand(batch_size, -1, -1),
+                sync=cond.sync.expand(batch_size, -1, -1),
+                global_cond=cond.global_cond.expand(batch_size, -1, -1),
+                latent_rot=cond.latent_rot, clip_rot=cond.clip_rot,
+            )
+        return cond
 
     # -- flow -----------------------------------------------------------------------------------
 
