@@ -10,9 +10,10 @@ A message is ``[version, msgpack(header), msgpack(body), *blobs]``:
 
 Shared by the daemon and by ``bridge.client``; depends on msgpack and the standard library only,
 so plugins can vendor ``bridge/client.py`` and ``bridge/wire.py`` as a package. Every frame
-from the other side is untrusted: sizes are bounded before unpacking, msgpack runs with
-``max_buffer_size`` and ``strict_map_key``, extension types are refused, and every problem is a
-`WireError` with a code a reply can carry.
+from the other side is untrusted: sizes are bounded before unpacking, msgpack runs with every
+container bounded by the frame's own size (the bound ``Unpacker(max_buffer_size=...)`` sets)
+and ``strict_map_key``, extension types are refused, and every problem is a `WireError` with a
+code a reply can carry.
 """
 
 from __future__ import annotations
