@@ -18,7 +18,7 @@ from daemon.model.train import main
 from daemon.model.visual import MotionFeatures
 from tests.engine_data import FlashClickDataset
 
-DATA = "tests.engine_data:FlashClickDataset?count=4"
+DATA = "tests.engine_data:FlashClickDataset?count=2"
 
 
 def _train(out, steps, *extra):
@@ -42,25 +42,25 @@ def test_dataset_specs_open_factories_with_arguments():
 
 def test_training_logs_saves_and_resumes_exactly(tmp_path):
     straight, split = tmp_path / "straight", tmp_path / "split"
-    assert _train(straight, 4) == 0
+    assert _train(straight, 3) == 0
     assert _train(split, 2) == 0
-    assert _train(split, 4) == 2  # an existing run is not overwritten without --resume
-    assert _train(split, 4, "--resume") == 0
+    assert _train(split, 3) == 2  # an existing run is not overwritten without --resume
+    assert _train(split, 3, "--resume") == 0
 
     log = [json.loads(line) for line in (straight / "log.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in log] == [1, 2, 3, 4]
+    assert [r["step"] for r in log] == [1, 2, 3]
     assert all(r["loss"] > 0 for r in log)
 
     a = torch.load(straight / "checkpoint.pt", weights_only=False)
     b = torch.load(split / "checkpoint.pt", weights_only=False)
-    assert a["step"] == b["step"] == 4
+    assert a["step"] == b["step"] == 3
     for key in a["model"]:
         torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=1e-6)
         torch.testing.assert_close(a["ema"][key], b["ema"][key], rtol=0, atol=1e-6)
 
     # The features were computed once and are reused.
     features = FeatureSet.load(straight / "features")
-    assert len(features) == 4 and features.captions == ["sharp clicks", ""]
+    assert len(features) == 2 and features.captions == ["sharp clicks", ""]
 
     # The exported EMA weights are what the engine loads, with the fixed parts in place.
     weights = straight / "tiny.safetensors"

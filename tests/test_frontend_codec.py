@@ -39,9 +39,10 @@ def _spectral_distance(codec: MelCodec, a: torch.Tensor, b: torch.Tensor) -> flo
 
 def test_griffin_lim_round_trip_is_close_to_the_original():
     codec = MelCodec()
-    signal = _test_signal()
+    signal = _test_signal(3.0)
     decoded = codec.decode(codec.encode(signal))
-    assert decoded.shape == signal.shape
+    assert decoded.shape == (1, math.ceil(signal.shape[1] / 512) * 512)  # whole tokens
+    decoded = decoded[:, : signal.shape[1]]
     distance = _spectral_distance(codec, signal, decoded)
     assert distance < 0.12, distance
     # Far closer than a random-phase inversion (no Griffin-Lim iterations).
