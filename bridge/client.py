@@ -14,7 +14,9 @@ Two ways to use it:
 
 Silence is not trusted: a request that gets no answer within `timeout` seconds raises
 `DaemonUnavailable` (whose message says how to start the daemon); while waiting for a long job
-the client pings the daemon whenever it has been quiet that long.
+the client pings the daemon whenever it has been quiet that long. When a ping meets a daemon
+restarted since it accepted a job, the job is sent again under the same id (the new daemon
+answers from its journal or runs it); host UIs get the same by calling `ping()` now and then.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ DEFAULT_ENDPOINT = os.environ.get("V2A_ENDPOINT", "tcp://127.0.0.1:5755")
 MAX_REPLY_BYTES = 1024 * 1024 * 1024
 """Replies carry audio: a 10-minute stereo 24-bit WAV is ~170 MB."""
 NON_FINAL_EVENTS = frozenset({"accepted", "progress", "clip_done"})
+JOB_TYPES = frozenset({"generate", "generate_timeline"})
 # Plain ints: pyzmq's enum arithmetic shows up in the per-request profile.
 _EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
 
@@ -116,6 +119,7 @@ class Client:
         self.curve_keys_dir = curve_keys_dir
         self._context = context or zmq.Context.instance()
         self._events: deque[Event] = deque()
+        self._unfinished: dict[str, _UnfinishedJob] = {}
         self._socket: zmq.Socket | None = None
         self._connect()
 
@@ -168,9 +172,25 @@ class Client:
         """Send a request without waiting; returns its id. Re-sending an id the daemon knows
         re-attaches to that job instead of starting another."""
         rid = request_id or f"{self._id_prefix}-{next(self._id_counter)}"
-        header = make_header(rid, type, session=self.session, priority=priority or None)
-        self._socket.send_multipart(encode(header, body or {}), copy=False)
+        body = body or {}
+        self._send(rid, type, body, priority)
+        if type in JOB_TYPES:
+            self._unfinished[rid] = _UnfinishedJob(type, body, priority, time.monotonic())
         return rid
+
+    def _send(self, rid: str, type: str, body: dict, priority: int) -> None:
+        header = make_header(rid, type, session=self.session, priority=priority or None)
+        self._socket.send_multipart(encode(header, body), copy=False)
+
+    def _resend_jobs_lost_to_a_restart(self, instance: str) -> None:
+        """Jobs accepted by an earlier daemon run (or never acknowledged) go to this one under
+        the same id: it answers from its journal if they finished, else runs them."""
+        now = time.monotonic()
+        for rid, job in self._unfinished.items():
+            unacknowledged = job.instance is None and now - job.sent > self.timeout
+            if (job.instance is not None and job.instance != instance) or unacknowledged:
+                self._send(rid, job.type, job.body, job.priority)
+                job.instance, job.sent = instance, now
 
     def poll(self, timeout: float = 0.0) -> list[Event]:
         """Every event that has arrived (waiting up to `timeout` s for the first); never blocks
@@ -252,7 +272,14 @@ class Client:
                         f"{exc.text}" + (f" (the daemon says: {detail})" if detail else "")
                     ) from None
                 raise V2AError(f"unreadable message from the daemon at {self.endpoint}: {exc}") from None
-            self._events.append(Event(message.id, message.type, message.body, message.blobs))
+            event = Event(message.id, message.type, message.body, message.blobs)
+            job = self._unfinished.get(event.id)
+            if job is not None:
+                if event.final:
+                    del self._unfinished[event.id]
+                elif event.type == "accepted":
+                    job.instance = event.body.get("instance")
+            self._events.append(event)
         return True
 
     def request(self, type: str, body: dict | None = None, *, timeout: float | None = None) -> Event:
@@ -267,12 +294,15 @@ class Client:
         """Round trip in seconds; DaemonUnavailable after `timeout` (default: the client's)."""
         started = time.perf_counter()
         event = self.request("ping", timeout=timeout)
+        elapsed = time.perf_counter() - started
         if event.body.get("protocol") != PROTOCOL_VERSION:
             raise ProtocolMismatch(
                 f"the daemon speaks V2A protocol {event.body.get('protocol')}, this client "
                 f"speaks {PROTOCOL_VERSION}"
             )
-        return time.perf_counter() - started
+        if self._unfinished:
+            self._resend_jobs_lost_to_a_restart(str(event.body.get("instance")))
+        return elapsed
 
     def status(self) -> dict:
         return self.request("status").body
@@ -344,6 +374,17 @@ class Client:
 
     def shutdown(self, *, finish_running: bool = False) -> dict:
         return self.request("shutdown", {"finish_running": finish_running}).body
+
+
+@dataclass
+class _UnfinishedJob:
+    """A job request kept until its final event, so it can be re-sent to a restarted daemon."""
+
+    type: str
+    body: dict
+    priority: int
+    sent: float
+    instance: str | None = None
 
 
 def _error_from(event: Event) -> V2AError:

@@ -16,6 +16,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -106,6 +107,8 @@ class Server:
         self.store = ResultStore(config.cache_dir)
         self.endpoint = config.bind
         self.started_at = time.time()
+        self.instance = uuid.uuid4().hex[:16]
+        """Names this daemon run, so clients notice a restart and re-send their jobs."""
         self._routes: dict[str, bytes] = {}
         self._stop_requested = threading.Event()
         self._finish_running = config.finish_running_on_exit
@@ -304,6 +307,7 @@ class Server:
         if kind == "ping":
             self._reply(identity, rid, "pong", {
                 "protocol": PROTOCOL_VERSION, "version": daemon.__version__, "time": time.time(),
+                "instance": self.instance,
             })
         elif kind == "status":
             self._reply(identity, rid, "status_reply", self.status())
@@ -356,6 +360,7 @@ class Server:
             self._reply(identity, rid, "accepted", {
                 "kind": kind, "state": state, "position": 0,
                 "queued": self.jobs.counts()["queued"], "duplicate": True,
+                "instance": self.instance,
             })
             self._reply(identity, rid, stored.event, stored.body, stored.blobs)
             return
@@ -372,6 +377,7 @@ class Server:
         self._reply(identity, job.id, "accepted", {
             "kind": job.kind, "state": job.state, "position": self.jobs.position(job),
             "queued": self.jobs.counts()["queued"], "duplicate": duplicate,
+            "instance": self.instance,
         })
 
     def _send_stored(self, identity: bytes, reply_id: str, job_id: str, fallback: Job | None = None) -> bool:

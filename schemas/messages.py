@@ -176,6 +176,7 @@ class Accepted(_Body):
     position: int = Field(ge=0, description="jobs ahead of this one; 0 = next or running")
     queued: int = Field(ge=0, description="jobs waiting in the queue in all")
     duplicate: bool = Field(description="the id was already known: this is the same job")
+    instance: str = Field(description="this daemon run (changes on restart)")
 
 
 class Progress(_Body):
@@ -249,6 +250,10 @@ class Pong(_Body):
     protocol: int
     version: str
     time: float = Field(description="daemon wall clock, seconds since the epoch")
+    instance: str = Field(
+        description="this daemon run; a client whose job was accepted by another instance "
+                    "re-sends it (same id)"
+    )
 
 
 class Memory(_Body):

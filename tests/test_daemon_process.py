@@ -141,6 +141,29 @@ def test_a_client_notices_a_daemon_that_died_mid_job(tmp_path):
     process.stdout.close()
 
 
+def test_a_job_survives_a_daemon_restart_mid_job(tmp_path):
+    """kill -9 during sampling, a new daemon on the same endpoint: the waiting client notices the
+    new instance at its next liveness ping and sends the job again under the same id."""
+    media = make_media(tmp_path)
+    endpoint = free_tcp_endpoint()
+    first = start_daemon_process(endpoint, tmp_path / "cache", env=SLOW)
+    with Client(endpoint, timeout=1.0) as client:
+        events = []
+        rid = client.submit("generate", {"media": media, "start": 0.0, "end": 0.5, "steps": 200, "seed": 5})
+        _wait_until_sampling(client, rid)
+        first.kill()
+        first.wait(30)
+        first.stdout.close()
+        second = start_daemon_process(endpoint, tmp_path / "cache")
+        try:
+            result = client.wait(rid, on_event=events.append)
+        finally:
+            stop_process(second)
+    assert result.type == "result" and result.body["seed"] == 5
+    accepted = [e for e in events if e.type == "accepted"]
+    assert len(accepted) == 1 and accepted[0].body["duplicate"] is False
+
+
 @pytest.mark.parametrize(("args", "code", "message"), [
     (["--engine", "tests.engines:BrokenEngine"], 2, "weights file is corrupt"),
     (["--engine", "no_such_module:Engine"], 2, "cannot import the engine module 'no_such_module'"),
