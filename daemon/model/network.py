@@ -148,7 +148,8 @@ class AttentionProjection(nn.Module):
         if rot is not None:
             q = apply_rotary(q, rot)
             k = apply_rotary(k, rot)
-        return q, k, v
+        # Under autocast the norms may run in float32; attention wants one dtype.
+        return q.to(v.dtype), k.to(v.dtype), v
 
 
 def attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
