@@ -423,11 +423,14 @@ class V2ANetwork(nn.Module):
         many picture frames (windows whose picture slice does not start on their first latent)."""
         c = self.config
         device = self.latent_mean.device
-        if latent_seq_len == c.latent_seq_len and not clip_offset:
+        # The stored tables serve only while float32 (`.to(bfloat16)` would have cast them).
+        stored = self.latent_rot.dtype == torch.float32
+        if latent_seq_len == c.latent_seq_len and stored:
             latent_rot = self.latent_rot
         else:
             latent_rot = rotary_table(latent_seq_len, c.head_dim, device=device)
-        if (latent_seq_len, clip_seq_len) == (c.latent_seq_len, c.clip_seq_len) and not clip_offset:
+        trained = (latent_seq_len, clip_seq_len) == (c.latent_seq_len, c.clip_seq_len)
+        if trained and stored and not clip_offset:
             clip_rot = self.clip_rot
         else:
             clip_rot = rotary_table(clip_seq_len, c.head_dim, latent_seq_len / clip_seq_len,
