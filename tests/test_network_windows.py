@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from daemon.engine import Cancelled
 from daemon.model import build_network
 from daemon.model.flow import fit_latent_statistics, sample, training_loss
 from daemon.model.windows import (
@@ -69,6 +70,33 @@ def test_short_clips_are_sampled_in_one_call_with_their_own_lengths():
         assert out.shape == (1, n, 8) and totals == [3, 3, 3]  # one sampling, one window
     with pytest.raises(ValueError, match="cover less than the clip"):
         generate_latents(net, torch.randn(1, 8, 8), torch.randn(1, 96, 8), text, 500, steps=1)
+
+
+def test_long_clips_are_reproducible_report_all_windows_and_cancel():
+    torch.manual_seed(0)
+    net = build_network(**SIZES).eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0, 0.1)
+    n, nc, ns = net.config.seq_lens_for(12.0)  # 375 tokens: 4 windows of 4 s
+    clip, sync, text = torch.randn(1, nc, 8), torch.randn(1, ns, 8), torch.randn(1, 4, 16)
+    seen = []
+    a = generate_latents(net, clip, sync, text, n, steps=2, cfg=3.0, seed=9,
+                         progress=lambda s, t: seen.append((s, t)))
+    b = generate_latents(net, clip, sync, text, n, steps=2, cfg=3.0, seed=9)
+    assert torch.equal(a, b) and a.shape == (1, n, 8)
+    windows = len(plan_windows(n, 125, 31, start_granularity(net, 15)))
+    assert windows == 4 and seen == [(i, 2 * windows) for i in range(1, 2 * windows + 1)]
+    # Frames a window held stay exactly the previous window's.
+    plan = plan_windows(n, 125, 31, start_granularity(net, 15))
+    first = generate_latents(net, clip[:, :32], sync[:, :96], text, 125, steps=2, cfg=3.0, seed=9)
+    hold = round(plan[1].shared * 0.5)
+    assert torch.equal(a[:, :plan[1].start + hold], first[:, :plan[1].start + hold])
+    calls = []
+    with pytest.raises(Cancelled):
+        generate_latents(net, clip, sync, text, n, steps=2, cfg=3.0, seed=9,
+                         progress=lambda s, t: calls.append(s), cancelled=lambda: len(calls) >= 3)
+    assert calls == [1, 2, 3]
 
 
 def _smooth_latents(batch, length, generator):
