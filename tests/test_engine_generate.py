@@ -9,6 +9,7 @@ import pyloudnorm
 import pytest
 import torch
 
+from daemon import watermark
 from daemon.engine import (
     OUTPUT_RATE,
     Cancelled,
@@ -24,6 +25,7 @@ from daemon.model.engine import (
     V2AEngine,
     WeightsNotInstalled,
     true_peak,
+    watermark_payload,
 )
 from tests.engine_weights import random_tiny_weights
 from tests.frontend_media import moving_box_frames, write_video
@@ -81,8 +83,13 @@ def test_audio_has_exactly_the_requested_samples(engine, video, duration):
     assert audio.metadata["seed"] == 7 and audio.metadata["model"] == "v2a-tiny"
 
 
-def test_output_is_loudness_normalised_under_the_peak_ceiling(engine, video):
-    audio = engine.generate(_request(video, 0.0, 1.0), _ignore, _never)
+def test_output_is_marked_and_loudness_normalised_under_the_peak_ceiling(engine, video):
+    audio = engine.generate(_request(video, 0.0, 1.5, seed=11), _ignore, _never)
+    found, _payload, _confidence = watermark.detect(audio.samples, OUTPUT_RATE)
+    assert found
+    assert audio.metadata["watermark"] == watermark_payload(
+        engine.name, engine.weights_hash, 11
+    ).hex()
     mono = audio.samples[0].astype(np.float64)
     loudness = pyloudnorm.Meter(OUTPUT_RATE).integrated_loudness(mono)
     peak_db = 20 * math.log10(true_peak(audio.samples[0], OUTPUT_RATE))
@@ -193,6 +200,18 @@ def test_weights_from_a_user_folder_and_the_environment(tmp_path, monkeypatch, w
     engine = V2AEngine(device="cpu")
     assert engine.name == "v2a-mine"
     assert engine.weights_hash == V2AEngine(weights=weights).weights_hash
+
+
+def test_a_pth_file_in_a_user_folder_loads(tmp_path, weights):
+    from safetensors.torch import load_file
+
+    folder = tmp_path / "pth"
+    folder.mkdir()
+    torch.save({"state_dict": load_file(str(weights))}, folder / "model.pth")
+    (folder / "model.json").write_text(weights.with_suffix(".json").read_text())
+    engine = V2AEngine(weights=folder, device="cpu")
+    engine.load("cpu")
+    assert engine.name == "v2a-model" and engine.network.config.hidden_dim == 128
 
 
 def test_weights_for_other_front_ends_are_refused_clearly(tmp_path):

@@ -3,8 +3,9 @@
 One request passes through: decode (seek to the range, small frames) -> features (visual
 streams, text token states) -> sampling (flow matching, Euler steps, guidance; windows for
 long clips) -> decoding_audio (the codec's inverse, Griffin-Lim for the default) -> output
-stage (resample to 48 kHz with soxr, loudness-normalise to -20 LUFS integrated (ITU-R BS.1770)
-under a -1 dBFS true-peak ceiling, watermark, stereo). It implements `daemon.engine.Engine`.
+stage (resample to 48 kHz with soxr, provenance watermark (daemon.watermark, payload = hash of
+model, weights and seed), loudness-normalise to -20 LUFS integrated (ITU-R BS.1770) under a
+-1 dBFS true-peak ceiling, stereo). It implements `daemon.engine.Engine`.
 
 Weights. By default the embedded `tiny` model (daemon/model/weights/tiny.safetensors with its
 .json config). `V2AEngine(weights=...)` or the environment variable `V2A_WEIGHTS` point at
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import gc
 import hashlib
-import importlib.util
 import logging
 import math
 import os
@@ -36,6 +36,7 @@ import numpy as np
 import pyloudnorm
 import torch
 
+from daemon import watermark
 from daemon.engine import (
     OUTPUT_RATE,
     Cancelled,
@@ -183,7 +184,6 @@ class V2AEngine:
         self._network: V2ANetwork | None = None
         self._device: torch.device | None = None
         self._hash: tuple[tuple, str] | None = None
-        self._warned_no_watermark = False
 
     # -- identity -----------------------------------------------------------------------------
 
@@ -491,10 +491,12 @@ class V2AEngine:
         started = time.perf_counter()
         audio = resample(waveform.astype(np.float32), self.codec.sample_rate, OUTPUT_RATE)
         audio = _fit_length(audio, request.num_samples)
+        # Marked before levelling: the mark is a pattern of relative gains that a global gain
+        # keeps, while the peak ceiling must hold for the audio that leaves.
+        payload = watermark_payload(self.name, self.weights_hash, request.seed)
+        audio = watermark.embed(audio[None], OUTPUT_RATE, payload)[0]
         audio, loudness = normalise_loudness(audio, OUTPUT_RATE, self.output)
         samples = np.repeat(audio[None], self.output.channels, axis=0)
-        payload = _watermark_payload(self.name, self.weights_hash, request.seed)
-        samples, watermarked = self._watermark(samples, payload)
         plan.timings["output_s"] = time.perf_counter() - started
         return GeneratedAudio(
             samples=np.clip(samples, -1.0, 1.0).astype(np.float32),
@@ -509,23 +511,10 @@ class V2AEngine:
                 "negative_prompt": request.negative_prompt,
                 "device": self.device,
                 "loudness_lufs": loudness,
-                "watermarked": watermarked,
+                "watermark": payload.hex(),
                 "timings": dict(plan.timings),
             },
         )
-
-    def _watermark(self, samples: np.ndarray, payload: bytes) -> tuple[np.ndarray, bool]:
-        """WATERMARK HOOK: provenance mark via `daemon.watermark.embed(samples, rate, payload)`
-        once that module exists (the WORLD helper writes it); until then audio leaves unmarked
-        and the metadata says so."""
-        if importlib.util.find_spec("daemon.watermark") is None:
-            if not self._warned_no_watermark:
-                log.warning("daemon.watermark is not installed: generated audio is not watermarked")
-                self._warned_no_watermark = True
-            return samples, False
-        from daemon import watermark
-
-        return np.asarray(watermark.embed(samples, OUTPUT_RATE, payload), dtype=np.float32), True
 
 
 def _check(cancelled: CancelledFn) -> None:
@@ -539,9 +528,10 @@ def _fit_length(audio: np.ndarray, count: int) -> np.ndarray:
     return np.pad(audio, (0, count - audio.shape[-1]))
 
 
-def _watermark_payload(model: str, weights_hash: str, seed: int) -> bytes:
-    """16 bytes naming what made the audio: hash of model, weights and seed."""
-    return hashlib.sha256(f"{model}|{weights_hash}|{seed}".encode()).digest()[:16]
+def watermark_payload(model: str, weights_hash: str, seed: int) -> bytes:
+    """The 8 bytes every clip is marked with: a hash of model, weights and seed (short
+    payloads decode from shorter audio; `daemon.watermark.detect` reads them back)."""
+    return hashlib.sha256(f"{model}|{weights_hash}|{seed}".encode()).digest()[:8]
 
 
 def true_peak(audio: np.ndarray, rate: int) -> float:
