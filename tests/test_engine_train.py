@@ -37,7 +37,7 @@ def test_example_features_cover_exactly_one_window():
 
 def test_dataset_specs_open_factories_with_arguments():
     dataset = open_dataset(DATA)
-    assert isinstance(dataset, FlashClickDataset) and len(dataset) == 4
+    assert isinstance(dataset, FlashClickDataset) and len(dataset) == 2
 
 
 def test_training_logs_saves_and_resumes_exactly(tmp_path):
