@@ -12,7 +12,10 @@ Prints one table. Rows:
   printed), from the start and seeking into the middle, as a multiple of real time; goal >= 10x.
 - Griffin-Lim iterations: decode time of 8 s for 16/32/48/64 iterations.
 
-The machine's load average is printed too: on a shared CPU the figures move with it.
+The machine's load average and OMP_WAIT_POLICY are printed too: on a shared CPU the figures
+move with the load, and with torch's default (spinning) OpenMP threads a busy machine makes
+every parallel op many times slower; `OMP_WAIT_POLICY=PASSIVE python benchmarks/generate.py`
+shows what the code does when the cores are shared.
 """
 
 from __future__ import annotations
@@ -146,7 +149,8 @@ def main() -> int:
     load = os.getloadavg()
     width = max(len(r[0]) for r in rows)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
-          f"load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (shared machine)")
+          f"load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (shared machine), "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}")
     print(f"{'measurement':<{width}}  {'time':>9}  note")
     for name, value, note in rows:
         print(f"{name:<{width}}  {value:>9}  {note}")
