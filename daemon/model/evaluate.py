@@ -161,6 +161,13 @@ def evaluate_adherence(model: ModelUnderTest, classifier, seeds: list[int],
     pictures = [model.picture(c) for c in clips]
     generated = model.generate(pictures, [c[4] for c in cases], None, settings)
     unprompted = model.generate(pictures, [""] * len(cases), None, settings)
+    # The judge on audio that went through the codec alone (the world's own sound, log-mel ->
+    # Griffin-Lim): how far it can be trusted on reconstructed audio.
+    with torch.inference_mode():
+        codec_audio = [model.codec.decode(model.codec.encode(torch.from_numpy(c.audio)[None]))[0]
+                       .numpy() for c in clips]
+    judge = float(np.mean([classifier.predict(a)[0] == c[2]
+                           for a, c in zip(codec_audio, cases, strict=True)]))
     records = []
     for (seed, family, shown, prompted, text), audio, bare in zip(cases, generated, unprompted,
                                                                   strict=True):
@@ -181,6 +188,7 @@ def evaluate_adherence(model: ModelUnderTest, classifier, seeds: list[int],
                                    for r in records if r["family"] == f]))
                  for f in FAMILIES if any(r["family"] == f for r in records)}
     return {"clips": len(records),
+            "classifier_accuracy_on_codec_world_audio": judge,
             "accuracy": rate("classified"),
             "accuracy_within_family": rate("classified_in_family"),
             "within_family_by_family": by_family,
@@ -330,6 +338,7 @@ def _headline(report: dict) -> dict:
                                               "baseline_empty_prompt_within_family",
                                               "chance_within_family")}
         out["classifier_held_out_accuracy"] = report["classifier"].get("held_out_accuracy")
+        out["classifier_on_codec_world_audio"] = a["classifier_accuracy_on_codec_world_audio"]
     if "negative" in report:
         n = report["negative"]
         out["negative"] = {k: n[k] for k in ("mean_reduction_db", "mean_reduction_ambience_db",
