@@ -302,7 +302,10 @@ class V2AEngine:
         held = 0
         if self._network is not None:
             held = sum(t.numel() * t.element_size() for t in self._network.state_dict().values())
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        try:
+            total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (AttributeError, ValueError, OSError):  # Windows has no sysconf
+            total = 0
         return {"allocated": held, "reserved": held, "total": int(total)}
 
     # -- generation ---------------------------------------------------------------------------
@@ -378,6 +381,9 @@ class V2AEngine:
             progress("decoding_audio", decoded_count, len(requests))
             started = time.perf_counter()
             stacked = torch.stack([latents[i] for i in members]).float()
+            if stacked.device.type != "cuda":
+                # Griffin-Lim's STFTs run on CUDA or the CPU (MPS lacks parts of istft).
+                stacked = stacked.cpu()
             waveforms = self.codec.decode(stacked).cpu().numpy()  # (B, N * samples_per_token)
             elapsed = time.perf_counter() - started
             for i, waveform in zip(members, waveforms, strict=True):
