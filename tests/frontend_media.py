@@ -66,3 +66,31 @@ def write_image_sequence(folder: Path, frames: np.ndarray, start_number: int) ->
             container.mux(packet)
         container.close()
     return str(folder / "shot.%04d.png")
+
+
+def write_video_with_tone(path: Path, seconds: float, frequency: float, rate: int = 25) -> Path:
+    """An H.264 + AAC file: the moving box, and a sine tone of `frequency` Hz at 48 kHz."""
+    frames = moving_box_frames(int(seconds * rate), (64, 36))
+    container = av.open(str(path), "w")
+    video = container.add_stream("libx264", rate=rate)
+    video.height, video.width = frames.shape[1:3]
+    video.pix_fmt = "yuv420p"
+    audio = container.add_stream("aac", rate=48_000)
+    audio.layout = "mono"
+    for image in frames:
+        for packet in video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+            container.mux(packet)
+    tone = np.sin(2 * np.pi * frequency * np.arange(int(seconds * 48_000)) / 48_000)
+    tone = (0.5 * tone).astype(np.float32)
+    for start in range(0, len(tone), 1024):
+        chunk = tone[start : start + 1024][None]
+        frame = av.AudioFrame.from_ndarray(chunk, format="flt", layout="mono")
+        frame.sample_rate = 48_000
+        frame.pts = start
+        for packet in audio.encode(frame):
+            container.mux(packet)
+    for stream in (video, audio):
+        for packet in stream.encode():
+            container.mux(packet)
+    container.close()
+    return path

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -71,3 +72,21 @@ def test_training_logs_saves_and_resumes_exactly(tmp_path):
     engine = V2AEngine(weights=weights, device="cpu")
     engine.load("cpu")
     assert engine.network.config == preset("tiny")
+
+
+def test_a_folder_of_footage_is_a_dataset_with_its_own_sound(tmp_path):
+    from daemon.media import read_audio
+    from tests.frontend_media import write_video_with_tone
+
+    write_video_with_tone(tmp_path / "shot.mp4", 3.0, 440.0)
+    (tmp_path / "shot.txt").write_text("a steady hum\n")
+    dataset = open_dataset(str(tmp_path), window_s=2.0)
+    item = dataset[0]
+    assert len(dataset) == 1 and item.caption == "a steady hum"
+    assert item.audio.shape == (32_000,) and item.audio_rate == 16_000
+    spectrum = abs(np.fft.rfft(item.audio[4000:20000]))
+    assert abs(int(spectrum.argmax()) - 440) <= 2  # 1 Hz bins
+    # A range in the middle comes from the right place and pads past the end with silence.
+    tail = read_audio(str(tmp_path / "shot.mp4"), 2.5, 3.5)
+    assert tail.shape == (16_000,) and float(abs(tail[10_000:]).max()) == 0.0
+    assert float(abs(tail[:6_000]).max()) > 0.3
