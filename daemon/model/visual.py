@@ -46,6 +46,7 @@ from daemon.media import (
     PICTURE_SIZE,
     TIME_SLACK,
     DecodedFrames,
+    FrameShrinker,
     decode_range,
     frame_rate,
     to_fraction,
@@ -148,7 +149,8 @@ class Picture:
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
             raise MediaError(f"frames must be (F, H, W, 3) uint8 RGB, got {frames.shape} {frames.dtype}")
         rate = fps if isinstance(fps, Fraction) else frame_rate(fps)
-        small = np.stack([_shrink(image, size) for image in frames])
+        shrink = FrameShrinker(size)
+        small = np.stack([_shrink(image, size, shrink) for image in frames])
         times = [Fraction(j) / rate for j in range(len(frames))]
         decoded = DecodedFrames(times=times, images=small, frame_duration=1 / rate)
         duration = Fraction(len(frames)) / rate
@@ -215,13 +217,12 @@ class Picture:
         return events
 
 
-def _shrink(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def _shrink(image: np.ndarray, size: tuple[int, int], shrink: FrameShrinker) -> np.ndarray:
     """Resize with the same FFmpeg scaler the decoder path uses, so in-memory frames and
     decoded files give the same features."""
     if image.shape[1] == size[0] and image.shape[0] == size[1]:
         return image
-    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-    return frame.reformat(width=size[0], height=size[1], interpolation="AREA").to_ndarray()
+    return shrink(av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24"))
 
 
 # ---------------------------------------------------------------------------------------------
