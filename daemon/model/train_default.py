@@ -126,6 +126,18 @@ def train(args) -> None:
     _log(f"saved {path} after {step} steps ({seconds / 60:.1f} min)")
 
 
+def export(args) -> None:
+    """Write the EMA weights of the latest checkpoint in `--work` (e.g. to evaluate a run
+    while it is still training)."""
+    state = torch.load(Path(args.work) / "checkpoint.pt", weights_only=False)
+    network = build_network(args.preset)
+    network.load_state_dict(state["ema"])
+    record = {"recipe": "daemon.model.train_default", "steps": state["step"],
+              "train_seconds": round(state["seconds"]), "exported_from": "checkpoint"}
+    path = save_network(network.half(), args.out, extra_metadata={"training": record})
+    _log(f"exported step {state['step']} to {path}")
+
+
 def _save_checkpoint(path: Path, network, ema, optimiser, step: int, seconds: float) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save({"network": network.state_dict(), "ema": ema.state_dict(),
@@ -158,8 +170,12 @@ def main(argv=None) -> None:
     t.add_argument("--save-every", type=int, default=200)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=2)
+    e = sub.add_parser("export", help="EMA weights of the latest checkpoint -> safetensors")
+    e.add_argument("--work", required=True)
+    e.add_argument("--out", required=True)
+    e.add_argument("--preset", default="tiny")
     args = parser.parse_args(argv)
-    precompute(args) if args.command == "precompute" else train(args)
+    {"precompute": precompute, "train": train, "export": export}[args.command](args)
 
 
 if __name__ == "__main__":
