@@ -202,7 +202,9 @@ def _decode_from_seek(
     if target > 0:
         container.seek(origin + int(target / time_base), stream=stream, backward=True)
     else:
-        container.seek(origin, stream=stream, backward=True)
+        # The file's beginning, in FFmpeg's own time base: seeking a stream to its start_time
+        # lands past the first keyframe in MPEG-TS.
+        container.seek(0)
     shrink = FrameShrinker(size)
     kept: list[tuple[Fraction, np.ndarray]] = []
     for frame in container.decode(stream):

@@ -58,10 +58,12 @@ def test_stream_lengths_follow_the_network_counting():
     assert stream_lengths(0.01, Fraction(8), Fraction(25)) == (1, 8)
 
 
-def test_seeking_gives_the_same_frames_and_features_as_decoding_from_the_start(tmp_path):
+@pytest.mark.parametrize("container", ["mp4", "ts"])  # MPEG-TS: no index, a start offset
+def test_seeking_gives_the_same_frames_and_features_as_decoding_from_the_start(tmp_path, container):
     frames = moving_box_frames(150, (96, 54))
-    path = write_video(tmp_path / "gop.mp4", frames, 25, gop=12)
+    path = write_video(tmp_path / f"gop.{container}", frames, 25, gop=12)
     whole = decode_range(Segment(str(path), 0.0, 6.0), Fraction(0), Fraction(6))
+    assert whole.times[:2] == [Fraction(0), Fraction(1, 25)]  # media time 0 = first frame
     part = decode_range(Segment(str(path), 2.3, 1.0), Fraction(23, 10), Fraction(33, 10))
     first = whole.times.index(part.times[0])
     assert part.times == whole.times[first : first + len(part.times)]
