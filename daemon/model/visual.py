@@ -343,7 +343,16 @@ def _flow(before: np.ndarray, after: np.ndarray, n: int) -> np.ndarray:
     return np.clip(np.stack([vx, vy], axis=-1), -8.0, 8.0)
 
 
-def _changes(y: np.ndarray, hist: np.ndarray, before: np.ndarray, after: np.ndarray) -> dict:
+def _in_chunks(measure, count: int, chunk: int = 1024) -> np.ndarray | dict:
+    """measure(slice) over [0, count) in chunks, results joined: frames are turned into float
+    a chunk at a time, so memory stays bounded on long clips."""
+    parts = [measure(slice(i, min(count, i + chunk))) for i in range(0, count, chunk)]
+    if isinstance(parts[0], dict):
+        return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+    return np.concatenate(parts)
+
+
+def _changes(images: np.ndarray, hist: np.ndarray, before: np.ndarray, after: np.ndarray) -> dict:
     """Raw measurements of each change of picture (before -> after frame indices)."""
     if len(before) == 0:
         empty = np.zeros((0,), np.float32)
@@ -355,7 +364,11 @@ def _changes(y: np.ndarray, hist: np.ndarray, before: np.ndarray, after: np.ndar
             "flow": np.zeros((0, 2), np.float32),
             "flow_quad": np.zeros((0, 8), np.float32),
         }
-    ya, yb = y[before], y[after]
+    return _in_chunks(lambda part: _pair_changes(images, hist, before[part], after[part]), len(before))
+
+
+def _pair_changes(images: np.ndarray, hist: np.ndarray, before: np.ndarray, after: np.ndarray) -> dict:
+    ya, yb = _luma(images[before]), _luma(images[after])
     absdiff = np.abs(yb - ya)
     return {
         "grid": _grid_mean(absdiff, GRID),
@@ -425,14 +438,14 @@ class MotionFeatures:
 
     def encode_picture(self, picture: Picture) -> VisualFeatures:
         clip_count, sync_count = stream_lengths(picture.duration, self.clip_rate, self.sync_rate)
-        y = _luma(picture.images)
-        hist = _histogram(y)
-        appearance = _appearance(picture.images)
+        images = picture.images
+        hist = _in_chunks(lambda part: _histogram(_luma(images[part])), len(images))
+        appearance = _in_chunks(lambda part: _appearance(images[part]), len(images))
         events = picture.changes()
         times = [t for t, _, _ in events]
         before = np.array([b for _, b, _ in events], dtype=np.int64)
         after = np.array([a for _, _, a in events], dtype=np.int64)
-        changes = _changes(y, hist, before, after)
+        changes = _changes(images, hist, before, after)
 
         def credited(rate: Fraction, count: int) -> dict:
             # floor(tau * rate) without float rounding; the slack keeps a change exactly on a
