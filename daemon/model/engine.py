@@ -155,9 +155,14 @@ def pick_device(requested: str | None) -> torch.device:
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
-    if isinstance(exc, torch.OutOfMemoryError):
+    """CUDA's OutOfMemoryError, MPS's "out of memory" and the CPU allocator's "can't
+    allocate memory": all are helped by the worker's low-memory retry (shorter windows)."""
+    if isinstance(exc, torch.OutOfMemoryError | MemoryError):
         return True
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+    message = str(exc).lower()
+    return isinstance(exc, RuntimeError) and (
+        "out of memory" in message or "can't allocate memory" in message
+    )
 
 
 class V2AEngine:
