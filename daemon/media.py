@@ -137,26 +137,60 @@ def _frame_duration(stream: av.video.VideoStream) -> Fraction:
     return 1 / frame_rate(Fraction(rate))
 
 
+class MediaReader:
+    """Open media files, kept open for the length of one request: segments of the same file
+    (a continuous soundtrack across cuts) open and probe it once. Use as a context manager."""
+
+    def __init__(self) -> None:
+        self._open: dict[tuple, tuple[av.container.InputContainer, av.video.VideoStream]] = {}
+
+    def __enter__(self) -> MediaReader:
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for container, _ in self._open.values():
+            container.close()
+        self._open.clear()
+
+    def video(self, segment: Segment) -> tuple[av.container.InputContainer, av.video.VideoStream]:
+        key = (segment.media, segment.image_rate, segment.start_number)
+        if key not in self._open:
+            container = open_container(segment)
+            try:
+                self._open[key] = (container, _video_stream(container, segment.media))
+            except MediaError:
+                container.close()
+                raise
+        return self._open[key]
+
+
 def decode_range(
     segment: Segment,
     start: Fraction,
     end: Fraction,
     size: tuple[int, int] = PICTURE_SIZE,
+    reader: MediaReader | None = None,
 ) -> DecodedFrames:
     """Decode the frames shown during media time [start, end] of `segment.media` at `size`.
 
     Seeks to the keyframe before `start` and decodes forward; stops at the first frame that
     starts after `end`. Raises MediaError when the file is unreadable or the range lies outside
-    the picture (more than one frame past the last frame).
+    the picture (more than one frame past the last frame). `reader` keeps files open between
+    calls; without one the file is opened and closed here.
     """
     if start < 0:
         raise MediaError(
             f"range starts at {float(start):.3f} s, before the first frame of {segment.media!r}; "
             "trim the clip's start"
         )
-    container = open_container(segment)
+    if reader is None:
+        with MediaReader() as own:
+            return decode_range(segment, start, end, size, own)
+    container, stream = reader.video(segment)
     try:
-        stream = _video_stream(container, segment.media)
         frame_duration = _frame_duration(stream)
         for backoff in _SEEK_BACKOFF:
             frames = _decode_from_seek(
@@ -169,8 +203,6 @@ def decode_range(
                 break
     except av.FFmpegError as exc:
         raise MediaError(f"FFmpeg failed decoding {segment.media!r}: {exc}") from exc
-    finally:
-        container.close()
     if not frames or start >= frames[-1][0] + frame_duration:
         raise MediaError(
             f"no picture at {float(start):.3f} s in {segment.media!r}: the range is past the end "

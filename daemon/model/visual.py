@@ -47,6 +47,7 @@ from daemon.media import (
     TIME_SLACK,
     DecodedFrames,
     FrameShrinker,
+    MediaReader,
     decode_range,
     frame_rate,
     to_fraction,
@@ -124,22 +125,31 @@ class Picture:
         if not segments:
             raise MediaError("a request needs at least one segment of picture")
         pieces, images, offset, first = [], [], Fraction(0), 0
-        for segment in segments:
-            if segment.duration <= 0:
-                raise MediaError(
-                    f"segment of {segment.media!r} has duration {segment.duration}; give a "
-                    "positive duration"
-                )
-            start = to_fraction(segment.start)
-            duration = to_fraction(segment.duration)
-            speed = to_fraction(segment.speed)
-            end = start + speed * duration
-            frames = decode_range(segment, min(start, end), max(start, end), size)
-            pieces.append(_Piece(offset, duration, start, speed, first, frames))
-            images.append(frames.images)
-            offset += duration
-            first += len(frames.times)
+        with MediaReader() as reader:
+            for segment in segments:
+                piece = cls._decode_piece(segment, offset, first, size, reader)
+                pieces.append(piece)
+                images.append(piece.frames.images)
+                offset += piece.duration
+                first += len(piece.frames.times)
         return cls(pieces, np.concatenate(images))
+
+    @staticmethod
+    def _decode_piece(
+        segment: Segment, offset: Fraction, first: int, size: tuple[int, int], reader: MediaReader
+    ) -> _Piece:
+
+        if segment.duration <= 0:
+            raise MediaError(
+                f"segment of {segment.media!r} has duration {segment.duration}; give a "
+                "positive duration"
+            )
+        start = to_fraction(segment.start)
+        duration = to_fraction(segment.duration)
+        speed = to_fraction(segment.speed)
+        end = start + speed * duration
+        frames = decode_range(segment, min(start, end), max(start, end), size, reader)
+        return _Piece(offset, duration, start, speed, first, frames)
 
     @classmethod
     def from_frames(
