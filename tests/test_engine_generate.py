@@ -143,6 +143,15 @@ def test_a_batch_gives_the_same_audio_as_one_by_one(engine, video):
     assert not np.allclose(together[0].samples, together[1].samples, atol=1e-3)
 
 
+def test_a_batch_of_different_lengths_reports_one_running_count(engine, video):
+    events = []
+    requests = [_request(video, 0.0, 0.5), _request(video, 0.0, 0.7), _request(video, 1.0, 0.5)]
+    audio = engine.generate_batch(requests, lambda *e: events.append(e), _never)
+    assert [a.samples.shape[1] for a in audio] == [r.num_samples for r in requests]
+    sampling = [(step, total) for stage, step, total in events if stage == "sampling"]
+    assert sampling == [(k, 2 * STEPS) for k in range(1, 2 * STEPS + 1)]  # two samplings
+
+
 def test_seed_reproduces_and_prompt_changes_the_audio(engine, video):
     first = engine.generate(_request(video, 0, 0.5, prompt="thunder", seed=5), _ignore, _never)
     again = engine.generate(_request(video, 0, 0.5, prompt="thunder", seed=5), _ignore, _never)
@@ -162,15 +171,17 @@ def test_segments_across_a_cut_make_one_continuous_clip(engine, video):
 def test_long_and_low_memory_requests_are_generated_in_windows(engine, video):
     # A freeze frame lets a 3 s file drive a clip longer than one window.
     long = ClipRequest((Segment(video, 1.0, 11.0, speed=0.0),), steps=2)
-    totals = set()
-    audio = engine.generate(long, lambda s, _step, total: totals.add((s, total)), _never)
+    events = []
+    audio = engine.generate(long, lambda *e: events.append(e), _never)
     assert audio.samples.shape == (2, 11 * OUTPUT_RATE)
-    assert ("sampling", 4) in totals  # two 8 s windows x 2 steps
+    sampling = [(step, total) for stage, step, total in events if stage == "sampling"]
+    assert sampling == [(k, 4) for k in range(1, 5)]  # two 8 s windows x 2 steps
     low = ClipRequest((Segment(video, 1.0, 6.0, speed=0.0),), steps=2, low_memory=True)
-    totals.clear()
-    audio = engine.generate(low, lambda s, _step, total: totals.add((s, total)), _never)
+    events.clear()
+    audio = engine.generate(low, lambda *e: events.append(e), _never)
     assert audio.samples.shape == (2, 6 * OUTPUT_RATE)
-    assert ("sampling", 4) in totals  # 4 s windows
+    sampling = [(step, total) for stage, step, total in events if stage == "sampling"]
+    assert sampling == [(k, 4) for k in range(1, 5)]  # two 4 s windows x 2 steps
 
 
 def test_media_errors_pass_through(engine, tmp_path):
