@@ -239,3 +239,6 @@ def test_unload_frees_the_network(weights):
     assert engine.loaded
     engine.unload()
     assert not engine.loaded and engine.device == ""
+    assert engine.text._model is None
+    engine.load("cpu")  # and loads again
+    assert engine.loaded and engine.text.encode(["rain"]).tokens.shape == (1, 32, 384)

@@ -283,6 +283,7 @@ class V2AEngine:
     def unload(self) -> None:
         self._network = None
         self._device = None
+        self.text.unload()
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()

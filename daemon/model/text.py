@@ -50,6 +50,9 @@ class TextEncoder(Protocol):
     def encode(self, prompts: Sequence[str]) -> TextFeatures:
         """Features of each prompt; the same prompt always gives the same features."""
 
+    def unload(self) -> None:
+        """Free the encoder's memory (it loads again when next needed)."""
+
 
 class MiniLMText:
     """all-MiniLM-L6-v2 token states (32 x 384), loaded offline from its package."""
@@ -76,6 +79,15 @@ class MiniLMText:
             if MiniLMText._shared is None:
                 MiniLMText._shared = self._load_from_package()
         self._tokenizer, self._model = MiniLMText._shared
+
+    def unload(self) -> None:
+        """Drop the loaded encoder (this instance's and the process-wide copy) and the cache;
+        the next `encode` loads it again."""
+        with MiniLMText._shared_lock:
+            MiniLMText._shared = None
+        with self._lock:
+            self._tokenizer = self._model = None
+            self._cache.clear()
 
     @staticmethod
     def _load_from_package():
