@@ -21,12 +21,13 @@ between two segments is such a change at the cut. Frames past the request's end 
 stream rounds up to whole segments of 8) hold the last picture with no motion.
 
 Published encoders plug in behind the same interface without changes elsewhere: an
-`open_clip` ViT-H-14 encoder would set clip_rate 8, clip_dim 1024 and embed
-`Picture.frames_at(8, n)` decoded at 224x224 (``Picture.from_segments(segments,
-size=(224, 224))``); Synchformer would set sync_rate 25, sync_dim 768 and embed
-`Picture.frames_at(25, n)` in its 16-frame windows with stride 8. The engine only reads the
-rates and dimensions from the encoder and checks them against the network's config. They are
-not implemented here: no weights can be downloaded.
+`open_clip` ViT-H-14 encoder would set clip_rate 8, clip_dim 1024 and embed the frames
+`Picture.frames_at(8, n)` of a picture decoded at 224x224 (``Picture.from_segments(segments,
+size=(224, 224))``); Synchformer would take `Picture.frames_at(25, n)`, run its 16-frame windows
+with stride 8 and emit 8 features per window: sync_dim 768 at 24 tokens/s (192 per 8 s, the
+published sync_seq_len), so its sync_rate is 24. The engine only reads the rates and dimensions
+from the encoder and checks them against the network's config. They are not implemented here:
+no weights can be downloaded.
 """
 
 from __future__ import annotations
