@@ -77,7 +77,7 @@ def _layout(key: str, bands: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 _CRC_BYTES = 4
-_CHASE_BITS = 10  # the least reliable bits tried flipped when the CRC fails
+_CHASE_BITS = 14  # the least reliable bits tried flipped when the CRC fails
 
 
 def _payload_bits(payload: bytes) -> np.ndarray:
