@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -291,7 +292,8 @@ def main(argv=None) -> None:
     model = ModelUnderTest(args.weights)
     report = {"weights": args.weights, "seeds": args.seeds, "settings": asdict(settings),
               "hardware": f"{platform.machine()}, {torch.get_num_threads()} CPU threads",
-              "command": "python -m daemon.model.evaluate " + " ".join(argv or [])}
+              "command": "python -m daemon.model.evaluate " + " ".join(
+                  sys.argv[1:] if argv is None else argv)}
     sections = set(args.sections.split(","))
     timings = {}
     if "sync" in sections:
