@@ -9,33 +9,14 @@ full 16-byte payload (what the engine embeds) decodes, plus the SNR of the mark.
 from __future__ import annotations
 
 import argparse
-import io
-from fractions import Fraction
 
-import av
 import numpy as np
 import soxr
 
+from daemon.media import lossy_round_trip
+
 RATE = 48_000
 PAYLOAD = bytes(range(16))
-
-
-def aac_128k(x: np.ndarray) -> np.ndarray:
-    buffer = io.BytesIO()
-    with av.open(buffer, "w", format="adts") as out:
-        stream = out.add_stream("aac", rate=RATE, layout="stereo")
-        stream.bit_rate = 128_000
-        for i in range(0, x.shape[1], 1024):
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(x[:, i:i + 1024]),
-                                               format="fltp", layout="stereo")
-            frame.sample_rate, frame.pts, frame.time_base = RATE, i, Fraction(1, RATE)
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
-    buffer.seek(0)
-    with av.open(buffer) as inp:
-        return np.concatenate([f.to_ndarray() for f in inp.decode(audio=0)], axis=1)
 
 
 def main() -> None:
@@ -63,7 +44,7 @@ def main() -> None:
             "marked, resampled to 44.1 kHz": (soxr.resample(y.T, RATE, 44_100).T, 44_100),
             "marked, white noise 30 dB below": (y + rms * 10 ** (-1.5) * rng.standard_normal(
                 y.shape), RATE),
-            "marked, AAC 128 kbps": (aac_128k(y), RATE),
+            "marked, AAC 128 kbps": (lossy_round_trip(y, RATE, codec="aac", bit_rate=128_000), RATE),
         }
         for seconds in (1, 2, 4, 6):
             start = int(rng.integers(0, y.shape[1] - seconds * RATE))
