@@ -207,6 +207,8 @@ def test_weights_from_a_user_folder_and_the_environment(tmp_path, monkeypatch, w
     folder.mkdir()
     (folder / "mine.safetensors").write_bytes(weights.read_bytes())
     (folder / "mine.json").write_text(weights.with_suffix(".json").read_text())
+    # Other weights kept beside the network (no config of their own) do not make it ambiguous.
+    (folder / "classifier.safetensors").write_bytes(b"not the network")
     monkeypatch.setenv("V2A_WEIGHTS", str(folder))
     engine = V2AEngine(device="cpu")
     assert engine.name == "v2a-mine"

@@ -110,8 +110,11 @@ def resolve_weights(weights: str | os.PathLike | None) -> Path:
     path = Path(chosen).expanduser()
     if path.is_dir():
         candidates = sorted(p for p in path.iterdir() if p.suffix in WEIGHT_SUFFIXES)
+        # A network's file has its <name>.json config beside it (other weights, such as the
+        # evaluation classifier kept with the embedded model, do not); then safetensors first.
+        configured = [p for p in candidates if p.with_suffix(".json").is_file()]
         safetensors = [p for p in candidates if p.suffix == ".safetensors"]
-        candidates = safetensors or candidates
+        candidates = configured or safetensors or candidates
         if len(candidates) != 1:
             raise WeightsNotInstalled(
                 f"the weights folder {path} holds {len(candidates)} weights files "
