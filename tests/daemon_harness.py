@@ -93,7 +93,8 @@ def wait_until_answering(endpoint: str, process: subprocess.Popen | None = None)
                 return
             except DaemonUnavailable:
                 if process is not None and process.poll() is not None:
-                    output = process.stdout.read().decode(errors="replace")
+                    output = (process.stdout.read().decode(errors="replace")
+                              if process.stdout else "(its output went elsewhere)")
                     raise AssertionError(f"daemon exited with {process.returncode}:\n{output}") from None
                 if time.monotonic() > deadline:
                     raise

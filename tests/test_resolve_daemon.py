@@ -6,9 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 import wave
@@ -23,6 +21,7 @@ from plugins.resolve.v2a_resolve import (
     generate_for_timeline,
     run_from_menu,
 )
+from tests.daemon_harness import REPO, daemon_command, free_tcp_endpoint, wait_until_answering
 from tests.engines import ToneEngine
 from tests.fake_resolve import EXPORT_OTIO, FakeBmd, FakeFusion, FakeResolve, FakeUIManager
 from tests.fake_resolve.media import edit_timeline, make_movie
@@ -294,22 +293,13 @@ def test_a_daemon_stopped_mid_job_says_so(footage, tmp_path):
 def test_a_daemon_killed_mid_job_is_noticed(footage, tmp_path):
     """Silence is not trusted: after a quiet spell the plugin pings (without waiting), and a
     daemon that answers neither job nor ping is reported as unavailable."""
-    endpoint = f"tcp://127.0.0.1:{_free_port()}"
+    endpoint = free_tcp_endpoint()
     process = subprocess.Popen(
-        [sys.executable, "-m", "daemon.cli", "--bind", endpoint, "--cache-dir",
-         str(tmp_path / "cache"), "--engine", "tests.engines:ToneEngine"],
-        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        daemon_command(endpoint, tmp_path / "cache"), cwd=REPO,
         env={**os.environ, "V2A_TONE_STEP_DELAY": "0.2"},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with Client(endpoint, timeout=1.0) as client:
-                    client.ping()
-                break
-            except DaemonUnavailable:
-                assert process.poll() is None and time.monotonic() < deadline
+        wait_until_answering(endpoint, process)
         generation = _generation_under_way(FakeResolve(), footage, endpoint)
         process.send_signal(signal.SIGKILL)
         process.wait(30)
@@ -323,8 +313,3 @@ def test_a_daemon_killed_mid_job_is_noticed(footage, tmp_path):
             process.kill()
             process.wait(30)
 
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]

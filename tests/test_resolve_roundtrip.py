@@ -5,44 +5,29 @@ the result with File ▸ Import ▸ Timeline (the fake's ImportTimelineFromFile,
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from bridge.client import Client, DaemonUnavailable
+from tests.daemon_harness import REPO, daemon_command, free_tcp_endpoint, wait_until_answering
 from tests.fake_resolve import EXPORT_OTIO, FakeResolve
 from tests.fake_resolve.media import edit_timeline, make_movie
 
-REPO = Path(__file__).resolve().parents[1]
 SHOTS = [(0, 0, 30), (30, 6, 30), (80, 0, 24)]  # (record, in, out) in frames at 23.976
 
 
 @pytest.fixture(scope="module")
 def daemon_process(tmp_path_factory):
     """`v2a-daemon --engine tests.engines:ToneEngine` on a free loopback port."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        endpoint = f"tcp://127.0.0.1:{probe.getsockname()[1]}"
+    endpoint = free_tcp_endpoint()
     cache = tmp_path_factory.mktemp("resolve-roundtrip-cache")
     log = open(cache / "daemon.log", "w")  # noqa: SIM115 - closed after the process ends
-    process = subprocess.Popen(
-        [sys.executable, "-m", "daemon.cli", "--bind", endpoint, "--cache-dir", str(cache),
-         "--engine", "tests.engines:ToneEngine"], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(daemon_command(endpoint, cache), cwd=REPO, stdout=log,
+                               stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with Client(endpoint, timeout=1.0) as client:
-                    client.ping()
-                break
-            except DaemonUnavailable:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"v2a-daemon did not start: see {cache / 'daemon.log'}") from None
+        wait_until_answering(endpoint, process)  # on failure, see cache/daemon.log
         yield endpoint
     finally:
         process.terminate()
