@@ -164,8 +164,12 @@ def cmd_status(args) -> int:
     print(f"daemon   {status['version']} (protocol {status['protocol']}, pid {status['pid']}) on {status['endpoint']}")
     print(f"model    {status['model']} ({'loaded' if status['model_loaded'] else 'not loaded'}) on {status['device']}")
     print(f"memory   {memory['allocated'] / 2**20:.0f} MiB allocated of {memory['total'] / 2**20:.0f} MiB")
-    print(f"queue    {queue['queued']} waiting, running: {queue['running'] or 'nothing'}")
-    print(f"cache    {status['cache_dir']}")
+    # .get: daemons before the cache cap and queue limit do not report them
+    limit = f" (at most {status['max_queue']})" if status.get("max_queue") else ""
+    print(f"queue    {queue['queued']} waiting{limit}, running: {queue['running'] or 'nothing'}")
+    cap = status.get("cache_max_bytes")
+    cap_text = f"cap {cap / 2**30:g} GiB" if cap else "no cap"
+    print(f"cache    {status['cache_dir']} ({status.get('cache_bytes', 0) / 2**30:.2f} GiB, {cap_text})")
     return 0
 
 

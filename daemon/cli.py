@@ -1,7 +1,8 @@
 """`v2a-daemon`: start the V2A Bridge daemon (one process that owns the GPU).
 
     v2a-daemon --bind tcp://127.0.0.1:5755 --device auto --cache-dir DIR --keep-alive 300 \
-               --engine daemon.model.engine:V2AEngine [--curve-keys DIR]
+               --engine daemon.model.engine:V2AEngine [--curve-keys DIR] \
+               [--cache-max-gb 20] [--max-queue 256]
 
 SIGINT/SIGTERM stop it cleanly: no new jobs, the running job is cancelled (or finished with
 ``--on-exit finish``), then it exits 0.
@@ -19,7 +20,15 @@ from pathlib import Path
 
 from bridge.wire import DEFAULT_MAX_MESSAGE_BYTES
 from daemon.engine import Engine
-from daemon.server import DEFAULT_ENDPOINT, Server, ServerConfig, StartupError, default_cache_dir
+from daemon.server import (
+    DEFAULT_CACHE_MAX_BYTES,
+    DEFAULT_ENDPOINT,
+    DEFAULT_MAX_QUEUE,
+    Server,
+    ServerConfig,
+    StartupError,
+    default_cache_dir,
+)
 
 DEFAULT_ENGINE = "daemon.model.engine:V2AEngine"
 
@@ -66,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="where the model runs (default %(default)s)")
     parser.add_argument("--cache-dir", type=Path, default=default_cache_dir(),
                         help="results, journal and blob cache (default %(default)s)")
+    parser.add_argument("--cache-max-gb", type=float, default=DEFAULT_CACHE_MAX_BYTES / 2**30,
+                        metavar="GIB", help="keep stored results and the blob cache under this many "
+                        "GiB, least recently used go first; 0 = no cap (default %(default)g)")
+    parser.add_argument("--max-queue", type=int, default=DEFAULT_MAX_QUEUE, metavar="JOBS",
+                        help="refuse new jobs while this many wait (queue_full); 0 = no limit "
+                        "(default %(default)s)")
     parser.add_argument("--keep-alive", type=float, default=300.0, metavar="SECONDS",
                         help="unload the model after this many idle seconds (default %(default)s)")
     parser.add_argument("--engine", default=os.environ.get("V2A_ENGINE", DEFAULT_ENGINE),
@@ -98,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         bind=args.bind, device=args.device, cache_dir=args.cache_dir, keep_alive=args.keep_alive,
         curve_keys=args.curve_keys, max_message_bytes=int(args.max_message_mb * 2**20),
         finish_running_on_exit=args.on_exit == "finish",
+        cache_max_bytes=int(args.cache_max_gb * 2**30), max_queue=args.max_queue,
     )
     try:
         server = Server(config, engine)

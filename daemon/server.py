@@ -41,6 +41,8 @@ from schemas.messages import (
 log = logging.getLogger("v2a.server")
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5755"
+DEFAULT_CACHE_MAX_BYTES = 20 * 2**30
+DEFAULT_MAX_QUEUE = 256
 FINAL_EVENTS = frozenset({
     "result", "error", "pong", "status_reply", "cancel_reply", "list_jobs_reply",
     "unload_reply", "shutdown_reply",
@@ -74,6 +76,10 @@ class ServerConfig:
     max_message_bytes: int = wire.DEFAULT_MAX_MESSAGE_BYTES
     finish_running_on_exit: bool = False
     """On SIGINT/SIGTERM: let the running job finish (True) or cancel it (False)."""
+    cache_max_bytes: int = DEFAULT_CACHE_MAX_BYTES
+    """Cap on the stored results and blob cache (least recently used go first); <= 0: none."""
+    max_queue: int = DEFAULT_MAX_QUEUE
+    """Queued jobs beyond which a new one is refused with `queue_full`; <= 0: no limit."""
 
 
 class Outbox:
@@ -104,7 +110,7 @@ class Server:
         self.engine = engine
         self.context = zmq.Context()
         self.jobs = JobQueue()
-        self.store = ResultStore(config.cache_dir)
+        self.store = ResultStore(config.cache_dir, config.cache_max_bytes)
         self.endpoint = config.bind
         self.started_at = time.time()
         self.instance = uuid.uuid4().hex[:16]
@@ -333,6 +339,8 @@ class Server:
             "endpoint": self.endpoint, "model": self.engine.name, "model_loaded": engine["loaded"],
             "device": engine["device"], "memory": engine["memory"], "queue": self.jobs.counts(),
             "keep_alive_s": float(self.config.keep_alive), "cache_dir": str(self.store.root),
+            "cache_bytes": self.store.size_bytes, "cache_max_bytes": self.store.max_bytes,
+            "max_queue": self.config.max_queue if self.config.max_queue > 0 else None,
             "uptime_s": round(time.time() - self.started_at, 3),
             "curve": self.config.curve_keys is not None,
         }
@@ -366,6 +374,13 @@ class Server:
             return
         if self._stopping:
             raise InvalidRequest("shutting_down", "the daemon is stopping; send the job again once it is back")
+        limit = self.config.max_queue
+        if limit > 0 and self.jobs.counts()["queued"] >= limit:
+            raise InvalidRequest(
+                "queue_full",
+                f"the daemon's queue is full ({limit} jobs waiting, its --max-queue); wait for "
+                "jobs to finish or cancel some, then send this one again",
+            )
         job, _ = self.jobs.submit(Job(
             id=rid, kind=kind, request=request, priority=message.header.get("priority") or 0,
             session=message.header.get("session"),
@@ -387,6 +402,14 @@ class Server:
             return True
         if fallback is not None and fallback.error is not None:
             self._reply(identity, reply_id, "error", fallback.error)
+            return True
+        if self.store.evicted(job_id):
+            self._reply(identity, reply_id, "error", {
+                "code": "not_found",
+                "message": f"the result of job {job_id!r} was evicted to keep the cache under its "
+                           f"cap of {self.store.max_bytes / 2**30:g} GiB (--cache-max-gb); "
+                           "generate it again",
+            })
             return True
         return False
 

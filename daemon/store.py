@@ -10,6 +10,13 @@ Layout of the cache dir::
 The journal is the index: on start it is replayed (the last line for an id wins; a torn last
 line from a crash is skipped with a warning). The blob cache (`put_blob`/`get_blob`) lets job
 runners skip work they already did, e.g. a timeline re-run with one clip changed.
+
+With a byte cap (`max_bytes`), the objects are kept under it (checked on start and after every
+`record`/`put_blob`): the least recently used objects go first, where an object was last used
+when the newest job naming it finished (journal time) or when its key was last put or read. A
+job or key naming an evicted object is dropped with it, so nothing retained ever points at a
+missing file; the journal is then rewritten (write-then-rename) without the dropped jobs, so a
+restart agrees. Objects nothing names (a crash between writing and journaling) go first.
 """
 
 from __future__ import annotations
@@ -27,6 +34,11 @@ from pathlib import Path
 
 log = logging.getLogger("v2a.store")
 
+EVICT_TO = 0.9
+"""Over the cap, evict down to this fraction of it: the journal is not rewritten per new job."""
+MAX_REMEMBERED_EVICTIONS = 10_000
+"""Evicted job ids kept in memory, so a fetch can say why the result is gone."""
+
 
 @dataclass
 class StoredEvent:
@@ -40,26 +52,56 @@ class StoredEvent:
 
 
 class ResultStore:
-    """Content-addressed results and a keyed blob cache under one folder. Thread-safe."""
+    """Content-addressed results and a keyed blob cache under one folder, optionally kept
+    under `max_bytes` of objects (None or <= 0: no cap). Thread-safe."""
 
-    def __init__(self, cache_dir: str | os.PathLike):
+    def __init__(self, cache_dir: str | os.PathLike, max_bytes: int | None = None):
         self.root = Path(cache_dir).expanduser().resolve()
         self.objects = self.root / "objects"
         self.keys = self.root / "keys"
         self.journal_path = self.root / "journal.jsonl"
+        self.max_bytes = max_bytes if max_bytes is not None and max_bytes > 0 else None
         self._lock = threading.Lock()
         self.objects.mkdir(parents=True, exist_ok=True)
         self.keys.mkdir(parents=True, exist_ok=True)
         self._index: dict[str, dict] = {}
+        self._sizes: dict[str, int] = {}
+        """Object digest -> bytes on disk; their sum is `self._bytes`."""
+        self._bytes = 0
+        self._key_index: dict[str, tuple[str, float]] = {}
+        """Key file name -> (object digest, last put or read)."""
+        self._evicted: dict[str, None] = {}
         self._replay()
+        self._scan()
+        with self._lock:
+            self._evict_if_over_cap()
+
+    @property
+    def size_bytes(self) -> int:
+        """Bytes of objects held now (what the cap limits)."""
+        with self._lock:
+            return self._bytes
+
+    def evicted(self, job_id: str) -> bool:
+        """Whether this daemon run dropped `job_id` to keep the cache under its cap."""
+        with self._lock:
+            return job_id in self._evicted
 
     # --- content-addressed objects -----------------------------------------------------
 
     def put_object(self, data: bytes) -> str:
+        """Store `data` by its hash. Nothing names it yet: over the cap it is the first to go."""
+        with self._lock:
+            return self._put_object(data)
+
+    def _put_object(self, data: bytes) -> str:
+        # Under the lock, so an eviction cannot delete the file between the check and its use.
         digest = hashlib.sha256(data).hexdigest()
         path = self._object_path(digest)
-        if not path.exists():
+        if digest not in self._sizes or not path.exists():
             _atomic_write(path, data)
+            self._bytes += len(data) - self._sizes.get(digest, 0)
+            self._sizes[digest] = len(data)
         return digest
 
     def get_object(self, digest: str) -> bytes | None:
@@ -70,26 +112,29 @@ class ResultStore:
         return data
 
     def _object_path(self, digest: str) -> Path:
-        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        if not _is_digest(digest):
             raise ValueError(f"not a content hash: {digest!r}")
         return self.objects / digest[:2] / digest
 
     # --- the journal of finished jobs --------------------------------------------------
 
     def record(self, job_id: str, kind: str, event: str, body: dict, blobs=()) -> None:
-        """Store a job's final event; after this, `load(job_id)` returns it (also after a restart)."""
-        digests = [self.put_object(bytes(b)) for b in blobs]
-        entry = {
-            "id": job_id, "kind": kind, "event": event, "body": body,
-            "blobs": digests, "time": time.time(),
-        }
-        line = json.dumps(entry, separators=(",", ":"), allow_nan=False) + "\n"
+        """Store a job's final event; after this, `load(job_id)` returns it (also after a restart)
+        until the cap evicts it."""
         with self._lock:
+            digests = [self._put_object(bytes(b)) for b in blobs]
+            entry = {
+                "id": job_id, "kind": kind, "event": event, "body": body,
+                "blobs": digests, "time": time.time(),
+            }
+            line = json.dumps(entry, separators=(",", ":"), allow_nan=False) + "\n"
             with open(self.journal_path, "a", encoding="utf-8") as journal:
                 journal.write(line)
                 journal.flush()
                 os.fsync(journal.fileno())
             self._index[job_id] = entry
+            self._evicted.pop(job_id, None)
+            self._evict_if_over_cap()
 
     def load(self, job_id: str) -> StoredEvent | None:
         with self._lock:
@@ -99,6 +144,8 @@ class ResultStore:
         blobs = []
         for digest in entry["blobs"]:
             data = self.get_object(digest)
+            if data is None and self.evicted(job_id):
+                return None  # evicted while we read it
             if data is None:
                 log.error("journal entry %s names missing object %s", job_id, digest)
                 return StoredEvent(job_id, entry["kind"], "error", {
@@ -115,7 +162,8 @@ class ResultStore:
             return job_id in self._index
 
     def __len__(self) -> int:
-        return len(self._index)
+        with self._lock:
+            return len(self._index)
 
     def _replay(self) -> None:
         if not self.journal_path.exists():
@@ -133,36 +181,166 @@ class ResultStore:
                 except (ValueError, KeyError, TypeError):
                     log.warning("skipping unreadable journal line %d in %s", number, self.journal_path)
 
+    def _scan(self) -> None:
+        """Sizes of the objects and targets of the keys on disk (files may vanish meanwhile)."""
+        for path, stat in _files(self.objects):
+            if _is_digest(path.name):
+                self._sizes[path.name] = stat.st_size
+        self._bytes = sum(self._sizes.values())
+        for path, stat in _files(self.keys):
+            try:
+                digest = path.read_text(encoding="ascii").strip()
+            except (OSError, UnicodeDecodeError):
+                continue
+            self._key_index[path.name] = (digest, stat.st_mtime)
+
     # --- keyed blob cache --------------------------------------------------------------
 
     def put_blob(self, key: str, data: bytes) -> str:
         """Remember `data` under `key` (any string, e.g. a hash of everything that made it)."""
-        digest = self.put_object(bytes(data))
-        _atomic_write(self._key_path(key), digest.encode("ascii"))
+        path = self._key_path(key)
+        with self._lock:
+            digest = self._put_object(bytes(data))
+            _atomic_write(path, digest.encode("ascii"))
+            now = time.time()
+            os.utime(path, (now, now))  # the file's time is the key's last use after a restart
+            self._key_index[path.name] = (digest, now)
+            self._evict_if_over_cap()
         return digest
 
     def get_blob(self, key: str) -> bytes | None:
+        """The data last put under `key`, or None; a hit counts as a use for the cap's LRU order."""
+        path = self._key_path(key)
         try:
-            digest = self._key_path(key).read_text(encoding="ascii").strip()
+            digest = path.read_text(encoding="ascii").strip()
         except (FileNotFoundError, UnicodeDecodeError):
             return None
         try:
-            return self.get_object(digest)
+            data = self.get_object(digest)
         except ValueError:
             return None
+        if data is not None:
+            now = time.time()
+            with self._lock:
+                if path.name in self._key_index:  # not evicted meanwhile
+                    self._key_index[path.name] = (digest, now)
+                    with contextlib.suppress(OSError):
+                        os.utime(path, (now, now))
+        return data
 
     def _key_path(self, key: str) -> Path:
         name = hashlib.sha256(key.encode("utf-8")).hexdigest()
         return self.keys / name[:2] / name
 
+    # --- the cap -----------------------------------------------------------------------
 
-def _atomic_write(path: Path, data: bytes) -> None:
+    def _evict_if_over_cap(self) -> None:
+        """Evict least recently used objects, with every job and key naming them, until the
+        objects fit in EVICT_TO of the cap. Call with the lock held."""
+        if self.max_bytes is None or self._bytes <= self.max_bytes:
+            return
+        target = int(self.max_bytes * EVICT_TO)
+        jobs_of: dict[str, list[str]] = {}
+        keys_of: dict[str, list[str]] = {}
+        last_used = dict.fromkeys(self._sizes, 0.0)  # unnamed objects first
+        for job_id, entry in self._index.items():
+            for digest in entry["blobs"]:
+                jobs_of.setdefault(digest, []).append(job_id)
+                last_used[digest] = max(last_used.get(digest, 0.0), entry["time"])
+        for name, (digest, used) in self._key_index.items():
+            keys_of.setdefault(digest, []).append(name)
+            last_used[digest] = max(last_used.get(digest, 0.0), used)
+        dropped_jobs: list[str] = []
+        dropped_keys: list[str] = []
+        doomed: set[str] = set()
+        freed = 0
+        for digest in sorted(self._sizes, key=last_used.__getitem__):  # stable: ties keep disk order
+            if self._bytes - freed <= target:
+                break
+            doomed.add(digest)
+            freed += self._sizes[digest]
+            for job_id in jobs_of.get(digest, ()):
+                if self._index.pop(job_id, None) is not None:
+                    dropped_jobs.append(job_id)
+            for name in keys_of.get(digest, ()):
+                if self._key_index.pop(name, None) is not None:
+                    dropped_keys.append(name)
+        # Objects only the dropped jobs named are garbage now, however recently used.
+        named = {d for entry in self._index.values() for d in entry["blobs"]}
+        named.update(digest for digest, _ in self._key_index.values())
+        doomed.update(d for d in self._sizes if d not in named)
+        if dropped_jobs:
+            self._rewrite_journal()
+        for name in dropped_keys:
+            _remove(self.keys / name[:2] / name)
+        before = self._bytes
+        for digest in doomed:
+            _remove(self._object_path(digest))
+            self._bytes -= self._sizes.pop(digest)
+        for job_id in dropped_jobs:
+            self._evicted[job_id] = None
+        for job_id in list(self._evicted)[:max(0, len(self._evicted) - MAX_REMEMBERED_EVICTIONS)]:
+            del self._evicted[job_id]
+        log.info(
+            "evicted %d objects (%.1f MiB), %d jobs and %d cache keys to keep the cache under "
+            "%.2f GiB; %.1f MiB held", len(doomed), (before - self._bytes) / 2**20,
+            len(dropped_jobs), len(dropped_keys), self.max_bytes / 2**30, self._bytes / 2**20,
+        )
+
+    def _rewrite_journal(self) -> None:
+        """The journal as the index is now: dropped jobs must stay dropped after a restart.
+        Written before any object is deleted, so a crash leaves at worst unnamed objects."""
+        text = "".join(
+            json.dumps(entry, separators=(",", ":"), allow_nan=False) + "\n"
+            for entry in self._index.values()
+        )
+        try:
+            _atomic_write(self.journal_path, text.encode("utf-8"), sync=True)
+        except OSError as exc:
+            # The old journal stays whole; its dropped jobs then read as missing after a restart.
+            log.error("could not rewrite %s without the evicted jobs: %s", self.journal_path, exc)
+
+
+def _remove(path: Path) -> None:
+    """Delete a cache file; one already gone is fine, one that cannot go is logged."""
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("could not remove %s from the cache: %s", path, exc)
+
+
+def _is_digest(name: str) -> bool:
+    return len(name) == 64 and all(c in "0123456789abcdef" for c in name)
+
+
+def _files(folder: Path):
+    """(path, stat) of the files one level below `folder`'s subfolders, skipping temporaries
+    and anything removed while we look."""
+    with contextlib.suppress(FileNotFoundError):
+        for sub in os.scandir(folder):
+            if not sub.is_dir(follow_symlinks=False):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                for item in os.scandir(sub.path):
+                    if item.name.startswith(".tmp-") or not item.is_file(follow_symlinks=False):
+                        continue
+                    with contextlib.suppress(FileNotFoundError):
+                        yield Path(item.path), item.stat(follow_symlinks=False)
+
+
+def _atomic_write(path: Path, data: bytes, *, sync: bool = False) -> None:
     # Write-then-rename: a crash leaves either the old file or the new one, never half of one.
+    # `sync`: also on disk before the rename (the journal; objects can be made again).
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(data)
+            if sync:
+                out.flush()
+                os.fsync(out.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

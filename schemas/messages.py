@@ -57,10 +57,12 @@ ERROR_CODES = {
     "unknown_type": "the request type does not exist",
     "invalid_request": "the body had missing, unknown or mistyped fields",
     "duplicate_id": "the id was already used for a different request",
-    "not_found": "no job with that id is known (not even in the journal)",
+    "not_found": "no job with that id is known (not even in the journal), or its result was "
+                 "evicted to keep the cache under its cap",
     "not_ready": "the job has not finished yet",
     "cancelled": "the job was cancelled",
     "shutting_down": "the daemon is stopping and takes no new jobs",
+    "queue_full": "the daemon's queue already holds --max-queue jobs; wait or cancel some",
     "out_of_memory": "the accelerator ran out of memory, also in low-memory mode",
     "media_error": "the picture could not be read",
     "engine_error": "the engine failed to load or to generate",
@@ -293,6 +295,13 @@ class StatusReply(_Body):
     queue: QueueStatus
     keep_alive_s: float
     cache_dir: str
+    cache_bytes: int = Field(ge=0, description="stored results and blob cache, in bytes")
+    cache_max_bytes: int | None = Field(
+        ge=1, description="the cache is kept under this (least recently used go first); null = no cap"
+    )
+    max_queue: int | None = Field(
+        ge=1, description="queued jobs beyond which new ones get queue_full; null = no limit"
+    )
     uptime_s: float
     curve: bool
 
