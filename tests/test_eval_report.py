@@ -60,3 +60,20 @@ def test_classifier_features_ignore_level_and_the_model_round_trips(tmp_path):
     label, probs = AudioClassifier.load(path).predict(audio)
     assert label in CLASSES and probs.shape == (len(CLASSES),)
     assert label == model.predict(audio)[0]
+
+
+def test_conditioning_section_sees_that_an_untrained_network_ignores_its_conditions(
+        untrained_weights, tmp_path):
+    from daemon.model.evaluate import main
+
+    out = tmp_path / "report.json"
+    main(["--weights", str(untrained_weights), "--seeds", "1000000-1000001", "--out", str(out),
+          "--sections", "conditioning", "--conditioning-clips", "2", "--threads", "1"])
+    section = json.loads(out.read_text())["conditioning"]
+    assert section["clips"] == 2
+    assert set(section["loss"]) == {"full", "picture_removed", "text_removed", "both_removed"}
+    # A fresh network's blocks are gated shut (zero-initialised modulation), so what it is
+    # given cannot change its output: taking a condition away costs exactly nothing.
+    for reduction in section["relative_loss_reduction"].values():
+        assert abs(reduction) < 1e-6
+    assert all(loss > 0 for loss in section["loss"].values())

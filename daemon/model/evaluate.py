@@ -18,6 +18,11 @@ Sections (metrics are the pure functions of daemon.model.world.metrics):
   classifier (weights beside the model) says what the generated audio is. Accuracy of
   "classified == prompted", over all 21 classes and within the family; baseline: the same
   clips with an empty prompt.
+- conditioning: how much the network uses what it is given, measured without sampling: the
+  flow-matching loss on held-out clips (every one captioned) at fixed times t with fixed noise,
+  given the real picture and caption, the picture replaced by the learned empty features, the
+  caption replaced by the empty text, and both. A network that ignores a condition loses
+  nothing when it is taken away.
 - negative: clips with an event source and an ambience; generated with and without the
   ambience (or the event) named in the negative prompt; the energy where that class sounds
   (between events for an ambience, 300 ms after each event for an event), in dB. Baseline:
@@ -37,7 +42,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from daemon.model.world import EVAL_SYNC, class_prompt, compress_frames, generate_clip
+from daemon.model.world import (
+    EVAL_SYNC,
+    WorldConfig,
+    class_prompt,
+    compress_frames,
+    generate_clip,
+)
 from daemon.model.world.captions import CLASSES
 from daemon.model.world.dataset import HELD_OUT_SEEDS
 from daemon.model.world.metrics import (
@@ -68,6 +79,7 @@ class EvalSettings:
     sync_clips: int = 40
     adherence_clips: int = 30
     negative_clips: int = 12
+    conditioning_clips: int = 24
     batch: int = 8
     seed: int = 0
 
@@ -200,6 +212,48 @@ def evaluate_adherence(model: ModelUnderTest, classifier, seeds: list[int],
             "per_clip": records}
 
 
+CONDITIONING_TIMES = (0.1, 0.3, 0.5, 0.7, 0.9)
+EVAL_CAPTIONED = WorldConfig(caption_none_probability=0.0)
+
+
+@torch.inference_mode()
+def evaluate_conditioning(model: ModelUnderTest, seeds: list[int], settings: EvalSettings) -> dict:
+    network = model.network
+    clips = [generate_clip(s, EVAL_CAPTIONED) for s in seeds]
+    pictures = [model.picture(c) for c in clips]
+    clip_f = torch.stack([p[0] for p in pictures])
+    sync_f = torch.stack([p[1] for p in pictures])
+    text_f = model.text.encode([c.caption for c in clips]).tokens
+    data = network.normalize(model.codec.encode(
+        torch.stack([torch.from_numpy(c.audio) for c in clips])))
+    empty_clip, empty_sync, empty_text = network.empty_features(
+        len(clips), clip_f.shape[1], sync_f.shape[1])
+    variants = {"full": (clip_f, sync_f, text_f),
+                "picture_removed": (empty_clip, empty_sync, text_f),
+                "text_removed": (clip_f, sync_f, empty_text),
+                "both_removed": (empty_clip, empty_sync, empty_text)}
+    generator = torch.Generator().manual_seed(settings.seed)
+    by_t = {}
+    for t in CONDITIONING_TIMES:
+        noise = torch.randn(data.shape, generator=generator)
+        x_t = (1 - t) * noise + t * data
+        target = data - noise
+        times = torch.full((len(clips),), t)
+        by_t[str(t)] = {
+            name: float(((network(x_t, *conditions, times) - target) ** 2).mean())
+            for name, conditions in variants.items()}
+    loss = {name: float(np.mean([row[name] for row in by_t.values()])) for name in variants}
+
+    def gain(removed: str) -> float:
+        return 1.0 - loss["full"] / loss[removed]
+
+    return {"clips": len(clips), "times": list(CONDITIONING_TIMES), "loss": loss,
+            "loss_by_t": by_t,
+            "relative_loss_reduction": {"picture": gain("picture_removed"),
+                                        "text": gain("text_removed"),
+                                        "both": gain("both_removed")}}
+
+
 def _class_spans(clip, cls: str) -> list[tuple[float, float]]:
     """Where `cls` sounds in `clip`: 300 ms after each of its events for an event class;
     for an ambience, the gaps between events (beyond 400 ms after any hit)."""
@@ -276,10 +330,11 @@ def main(argv=None) -> None:
     parser.add_argument("--seeds", default="1000000-1000039",
                         help="held-out seed range FIRST-LAST; each section takes what it needs")
     parser.add_argument("--out", required=True)
-    parser.add_argument("--sections", default="sync,adherence,negative")
+    parser.add_argument("--sections", default="sync,adherence,negative,conditioning")
     parser.add_argument("--sync-clips", type=int, default=EvalSettings.sync_clips)
     parser.add_argument("--adherence-clips", type=int, default=EvalSettings.adherence_clips)
     parser.add_argument("--negative-clips", type=int, default=EvalSettings.negative_clips)
+    parser.add_argument("--conditioning-clips", type=int, default=EvalSettings.conditioning_clips)
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--cfg", type=float, default=4.5)
     parser.add_argument("--threads", type=int, default=2)
@@ -288,7 +343,8 @@ def main(argv=None) -> None:
     seeds = _seed_range(args.seeds)
     settings = EvalSettings(steps=args.steps, cfg=args.cfg, sync_clips=args.sync_clips,
                             adherence_clips=args.adherence_clips,
-                            negative_clips=args.negative_clips)
+                            negative_clips=args.negative_clips,
+                            conditioning_clips=args.conditioning_clips)
     model = ModelUnderTest(args.weights)
     report = {"weights": args.weights, "seeds": args.seeds, "settings": asdict(settings),
               "hardware": f"{platform.machine()}, {torch.get_num_threads()} CPU threads",
@@ -315,6 +371,11 @@ def main(argv=None) -> None:
         started = time.time()
         report["negative"] = evaluate_negative(model, seeds[:settings.negative_clips], settings)
         timings["negative_s"] = round(time.time() - started, 1)
+    if "conditioning" in sections:
+        started = time.time()
+        report["conditioning"] = evaluate_conditioning(
+            model, seeds[:settings.conditioning_clips], settings)
+        timings["conditioning_s"] = round(time.time() - started, 1)
     report["timings"] = timings
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(_headline(report), indent=2))
@@ -346,6 +407,9 @@ def _headline(report: dict) -> dict:
         out["negative"] = {k: n[k] for k in ("mean_reduction_db", "mean_reduction_ambience_db",
                                              "mean_reduction_event_db",
                                              "baseline_reseed_mean_abs_db")}
+    if "conditioning" in report:
+        out["conditioning_relative_loss_reduction"] = {
+            k: round(v, 4) for k, v in report["conditioning"]["relative_loss_reduction"].items()}
     out["timings"] = report.get("timings")
     return out
 

@@ -82,12 +82,26 @@ def train(args) -> None:
     generator = torch.Generator().manual_seed(args.seed + step)
     losses: list[float] = []
     started = time.time() - spent
+    # The rate decays (cosine, to --min-lr x lr) over what this invocation has left: from the
+    # step it starts at to --steps, or to --deadline if that comes first.
+    first_step, first_time = step, time.time()
+
+    def remaining_fraction_done() -> float:
+        by_steps = (step - first_step) / max(1, args.steps - first_step)
+        by_time = ((time.time() - first_time) / (deadline - first_time)
+                   if math.isfinite(deadline) else 0.0)
+        return min(1.0, max(by_steps, by_time))
+
     while step < args.steps and time.time() < deadline:
         index = torch.randint(len(data), (args.batch,), generator=generator)
         batch = data.batch(index)
         gain = torch.empty(args.batch, 1, 1).uniform_(-1.0, 0.5, generator=generator)
+        rate = args.lr * min(1.0, (step + 1) / args.warmup)
+        if args.decay:
+            floor = args.min_lr
+            rate *= floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * remaining_fraction_done()))
         for group in optimiser.param_groups:
-            group["lr"] = args.lr * min(1.0, (step + 1) / args.warmup)
+            group["lr"] = rate
         loss = training_loss(network, batch["latent"] + gain, batch["clip"], batch["sync"],
                              batch["text"], settings=settings, generator=generator)
         optimiser.zero_grad(set_to_none=True)
@@ -104,7 +118,7 @@ def train(args) -> None:
         losses.append(loss.item())
         if step % args.log_every == 0:
             elapsed = time.time() - started
-            _log(f"step {step} loss {sum(losses) / len(losses):.4f} clips {len(data)} "
+            _log(f"step {step} loss {sum(losses) / len(losses):.4f} lr {rate:.2e} clips {len(data)} "
                  f"{elapsed / step:.2f} s/step elapsed {elapsed / 60:.1f} min")
             losses.clear()
         if step % args.save_every == 0:
@@ -115,6 +129,7 @@ def train(args) -> None:
     record = {
         "recipe": "daemon.model.train_default",
         "steps": step, "batch": args.batch, "lr": args.lr, "ema": args.ema,
+        "decay": f"cosine to {args.min_lr} x lr from step {first_step}" if args.decay else None,
         "clips": len(data), "train_seconds": round(seconds),
         "hardware": f"{platform.processor() or platform.machine()}, {args.threads} CPU threads",
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -164,6 +179,9 @@ def main(argv=None) -> None:
     t.add_argument("--batch", type=int, default=16)
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--warmup", type=int, default=150)
+    t.add_argument("--decay", action="store_true",
+                   help="cosine-decay the rate over the rest of this run (to --steps or --deadline)")
+    t.add_argument("--min-lr", type=float, default=0.1, help="final rate as a fraction of --lr")
     t.add_argument("--ema", type=float, default=0.998)
     t.add_argument("--min-clips", type=int, default=300)
     t.add_argument("--log-every", type=int, default=25)
