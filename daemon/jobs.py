@@ -124,6 +124,13 @@ class JobQueue:
         with self._lock:
             return self._jobs.get(job_id)
 
+    def forget(self, job_id: str) -> None:
+        """Drop a finished job from the registry (its id may then be submitted anew)."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is not None and job.state in FINAL_STATES:
+                del self._jobs[job_id]
+
     def position(self, job: Job) -> int:
         """Jobs that run before `job` (0 when it is next or running)."""
         with self._lock:

@@ -79,24 +79,24 @@ def test_a_result_evicted_by_the_cache_cap_says_so(tmp_path, media):
         assert err.value.code == "not_found"
         assert "evicted" in err.value.message and "--cache-max-gb" in err.value.message
         assert "generate it again" in err.value.message
-        # re-sending the evicted job's id: accepted as the same job, then the same story
+        # re-sending the evicted job's id runs it again, from scratch (its cache key went too)
         events = []
-        with pytest.raises(DaemonError) as err:
-            client.generate(media, 0.0, 0.2, seed=1, steps=1, request_id="first", on_event=events.append)
-        assert events[0].type == "accepted" and events[0].body["duplicate"] is True
-        assert err.value.code == "not_found" and "evicted" in err.value.message
-        assert client.fetch("second").type == "result"
-        # generating it again under a new id works, from scratch (its cache key went too)
-        again = client.generate(media, 0.0, 0.2, seed=1, steps=1)
-        assert again.body["cached"] is False and again.blobs == first.blobs
+        rerun = client.generate(media, 0.0, 0.2, seed=1, steps=1, request_id="first",
+                                on_event=events.append)
+        assert events[0].type == "accepted" and events[0].body["duplicate"] is False
+        assert rerun.body["cached"] is False and rerun.blobs == first.blobs
+        # ...which pushed the other result out in turn
+        with pytest.raises(DaemonError, match="evicted"):
+            client.fetch("second")
         assert client.ping() > 0
     assert len(engine.calls) == 3
-    # after a restart the evicted job is unknown, and its id runs as a new job
+    # after a restart the journal agrees: "first" is stored, "second" runs as a new job
     with running_server(tmp_path / "cache", ToneEngine(), cache_max_bytes=cap) as server, \
             Client(server.endpoint) as client:
+        assert client.fetch("first").blobs == first.blobs
         events = []
-        rerun = client.generate(media, 0.0, 0.2, seed=1, steps=1, request_id="first", on_event=events.append)
-        assert events[0].body["duplicate"] is False and rerun.blobs == first.blobs
+        client.generate(media, 0.0, 0.2, seed=2, steps=1, request_id="second", on_event=events.append)
+        assert events[0].body["duplicate"] is False
 
 
 def test_the_daemon_command_takes_both_limits(tmp_path):
