@@ -16,6 +16,14 @@ shipped), latent statistics fitted on the data, a gain augmentation (a constant 
 log-mel latent = the same sound louder or quieter). It checkpoints every `--save-every` steps
 and resumes from the checkpoint in `--work`. It stops at `--steps` or at `--deadline` (UTC),
 whichever comes first, and records the step count reached in the weights' metadata.
+
+Why not `python -m daemon.model.train` (which also trains on the world, through
+`daemon.model.world.dataset:WorldDataset`)? That entry point computes a dataset's features once
+and trains on a fixed FeatureSet with the codec's latent statistics and the encoding of "" as
+the empty text. This recipe is the one the shipped weights came from and differs on purpose:
+it trains while the world's shards are still being written (picking new ones up), fits the
+latent statistics to the world's audio, learns its empty text, augments gain, and stops at a
+wall-clock deadline with the rate decayed to it. Both share the loss, the EMA and the network.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ import torch
 from daemon.model.checkpoint import save_network
 from daemon.model.flow import TrainingSettings, fit_latent_statistics, training_loss
 from daemon.model.network import build_network
+from daemon.model.train import update_ema
 from daemon.model.world.clip import WorldConfig
 from daemon.model.world.dataset import WorldShards, precompute_shards
 
@@ -87,7 +96,7 @@ def train(args) -> None:
     first_step, first_time = step, time.time()
 
     def remaining_fraction_done() -> float:
-        by_steps = (step - first_step) / max(1, args.steps - first_step)
+        by_steps = (step - first_step) / max(1, args.steps - 1 - first_step)  # 1 at the last
         by_time = ((time.time() - first_time) / (deadline - first_time)
                    if math.isfinite(deadline) else 0.0)
         return min(1.0, max(by_steps, by_time))
@@ -109,12 +118,7 @@ def train(args) -> None:
         torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)
         optimiser.step()
         step += 1
-        decay = min(args.ema, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for e, p in zip(ema.parameters(), network.parameters(), strict=True):
-                e.lerp_(p, 1 - decay)
-            for e, b in zip(ema.buffers(), network.buffers(), strict=True):
-                e.copy_(b)
+        update_ema(ema, network, step, args.ema)  # buffers (latent statistics) never change
         losses.append(loss.item())
         if step % args.log_every == 0:
             elapsed = time.time() - started
