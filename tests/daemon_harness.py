@@ -100,9 +100,11 @@ def wait_until_answering(endpoint: str, process: subprocess.Popen | None = None)
                     raise
 
 
-def stop_process(process: subprocess.Popen, timeout: float = 30.0) -> str:
-    """SIGTERM (if still running), wait, and return everything it printed."""
-    if process.poll() is None:
+def stop_process(process: subprocess.Popen, timeout: float = 30.0, signalled: bool = False) -> str:
+    """SIGTERM (if still running), wait, and return everything it printed. `signalled`: the
+    test already sent the signal, so only wait (a second one could land while the
+    interpreter is exiting, when the default action kills it)."""
+    if process.poll() is None and not signalled:
         process.send_signal(signal.SIGTERM)
     try:
         output, _ = process.communicate(timeout=timeout)

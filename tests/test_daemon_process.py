@@ -46,7 +46,7 @@ def test_sigterm_cancels_the_running_job_and_exits_cleanly(tmp_path):
             with pytest.raises(DaemonError) as err:
                 client.wait(request_id)
             assert err.value.code == "shutting_down"
-    output = stop_process(process)
+    output = stop_process(process, signalled=True)
     assert process.returncode == 0, output
     assert "received SIGTERM" in output and "daemon stopped" in output
 
@@ -61,7 +61,7 @@ def test_sigint_with_on_exit_finish_lets_the_running_job_finish(tmp_path):
         process.send_signal(signal.SIGINT)
         result = client.wait(running)
     assert result.type == "result" and result.blobs[0][:4] == b"RIFF"
-    output = stop_process(process)
+    output = stop_process(process, signalled=True)
     assert process.returncode == 0, output
 
 
