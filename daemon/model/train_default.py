@@ -73,7 +73,7 @@ def train(args) -> None:
         data.refresh()
 
     network = build_network(args.preset)
-    settings = TrainingSettings()
+    settings = TrainingSettings(logit_normal_mean=args.t_mean)
     fit_latent_statistics(network, data.tensors["latent"].float())
     optimiser = torch.optim.AdamW(network.parameters(), lr=args.lr, betas=(0.9, 0.99),
                                   weight_decay=0.01)
@@ -186,6 +186,9 @@ def main(argv=None) -> None:
     t.add_argument("--decay", action="store_true",
                    help="cosine-decay the rate over the rest of this run (to --steps or --deadline)")
     t.add_argument("--min-lr", type=float, default=0.1, help="final rate as a fraction of --lr")
+    t.add_argument("--t-mean", type=float, default=0.0,
+                   help="mean of the logit-normal t; below 0 trains more where the sound is mostly "
+                        "noise, which is where the picture and caption carry the most")
     t.add_argument("--ema", type=float, default=0.998)
     t.add_argument("--min-clips", type=int, default=300)
     t.add_argument("--log-every", type=int, default=25)
