@@ -229,7 +229,9 @@ class ResultStore:
         return data
 
     def _key_path(self, key: str) -> Path:
-        name = hashlib.sha256(key.encode("utf-8")).hexdigest()
+        return self._key_file(hashlib.sha256(key.encode("utf-8")).hexdigest())
+
+    def _key_file(self, name: str) -> Path:
         return self.keys / name[:2] / name
 
     # --- the cap -----------------------------------------------------------------------
@@ -272,7 +274,7 @@ class ResultStore:
         if dropped_jobs:
             self._rewrite_journal()
         for name in dropped_keys:
-            _remove(self.keys / name[:2] / name)
+            _remove(self._key_file(name))
         before = self._bytes
         for digest in doomed:
             _remove(self._object_path(digest))

@@ -73,8 +73,12 @@ def learning_rate(step: int, cfg: TrainConfig) -> float:
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
     progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
-    floor = cfg.min_lr_fraction
-    return cfg.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+    return cfg.lr * cosine_decay(progress, cfg.min_lr_fraction)
+
+
+def cosine_decay(progress: float, floor: float) -> float:
+    """The rate's factor at `progress` (0..1) of a cosine decay from 1 to `floor`."""
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 @torch.no_grad()

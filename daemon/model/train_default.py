@@ -42,7 +42,7 @@ import torch
 from daemon.model.checkpoint import save_network
 from daemon.model.flow import TrainingSettings, fit_latent_statistics, training_loss
 from daemon.model.network import build_network
-from daemon.model.train import update_ema
+from daemon.model.train import cosine_decay, update_ema
 from daemon.model.world.clip import WorldConfig
 from daemon.model.world.dataset import WorldShards, precompute_shards
 
@@ -107,8 +107,7 @@ def train(args) -> None:
         gain = torch.empty(args.batch, 1, 1).uniform_(-1.0, 0.5, generator=generator)
         rate = args.lr * min(1.0, (step + 1) / args.warmup)
         if args.decay:
-            floor = args.min_lr
-            rate *= floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * remaining_fraction_done()))
+            rate *= cosine_decay(remaining_fraction_done(), args.min_lr)
         for group in optimiser.param_groups:
             group["lr"] = rate
         loss = training_loss(network, batch["latent"] + gain, batch["clip"], batch["sync"],
