@@ -322,6 +322,198 @@ def test_reversed_strips_are_skipped_with_a_reason(edit, movies, addon):
     assert "Reverse Frames" in skipped[0].reason
 
 
+# --- image sequences, and picture strips that are not read -------------------------------------
+
+
+SHOTS = [f"shot_{n:04d}.png" for n in range(101, 131)]
+
+
+def _write_png(path: Path, value: int) -> Path:
+    """A 64x48 PNG of one grey level."""
+    codec = av.CodecContext.create("png", "w")
+    codec.width, codec.height, codec.pix_fmt = 64, 48, "rgb24"
+    frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), value, np.uint8), format="rgb24")
+    path.write_bytes(b"".join(bytes(packet) for packet in codec.encode(frame)))
+    return path
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory):
+    """shot_0101.png .. shot_0130.png; image n has brightness 7 * (n - 100)."""
+    folder = tmp_path_factory.mktemp("shots")
+    for name in SHOTS:
+        _write_png(folder / name, 7 * (int(name[5:9]) - 100))
+    return folder
+
+
+def _image_strip(scene, name, folder: Path, names, channel, frame_start):
+    """An image strip showing the files `names` of `folder` in that order, one per frame."""
+    strip = scene.sequence_editor.strips.new_image(name, str(folder / names[0]), channel,
+                                                   frame_start)
+    for file in names[1:]:
+        strip.elements.append(file)
+    return strip
+
+
+def _build_image_edit(scene, shots) -> None:
+    """The 30 shots from frame 10, the content trimmed by 3 images (it starts at shot_0104) and
+    the handles moved in: visible at frames 14..29, showing shot_0108 .. shot_0123."""
+    strip = _image_strip(scene, "Plate", shots, SHOTS, 2, 10)
+    strip.animation_offset_start = 3
+    strip.frame_final_start, strip.frame_final_end = 14, 30
+
+
+def test_an_image_strip_is_an_image_sequence_reference_with_its_timing(edit, shots, addon,
+                                                                        tmp_path):
+    otio = pytest.importorskip("opentimelineio")
+    rt, tr = otio.opentime.RationalTime, otio.opentime.TimeRange
+    _build_image_edit(edit, shots)
+    timeline = addon.timeline.build_timeline(edit, selected_only=False)
+    assert timeline.skipped == ()
+    loaded = otio.adapters.read_from_string(timeline.otio, "otio_json")
+    (clip,) = loaded.find_clips()
+    ref = clip.media_reference
+    assert isinstance(ref, otio.schema.ImageSequenceReference)
+    assert (ref.target_url_base, ref.name_prefix, ref.name_suffix) == (
+        str(shots) + os.sep, "shot_", ".png")
+    assert (ref.start_frame, ref.frame_step, ref.frame_zero_padding) == (101, 1, 4)
+    # One image per scene frame: the sequence runs at the scene's 29.97, with no time warp.
+    rate = 30000 / 1001
+    assert ref.rate == pytest.approx(rate, abs=1e-12) and list(clip.effects) == []
+    assert ref.available_range == tr(rt(101, rate), rt(30, rate))
+    assert clip.source_range == tr(rt(108, rate), rt(16, rate))
+    assert round(clip.range_in_parent().start_time.value) == 14 - timeline.origin
+    # OTIO's own arithmetic names the file Blender shows at each frame.
+    for frame in (14, 21, 29):
+        number = ref.frame_for_time(clip.source_range.start_time + rt(frame - 14, rate))
+        url = ref.target_url_for_image_number(number - ref.start_frame)
+        assert url == str(shots / f"shot_{number:04d}.png")
+        assert _rendered_movie_frame(edit, frame, tmp_path) + 100 == number, frame
+
+    edit.render.fps, edit.render.fps_base = 24, 1.0
+    (clip,) = otio.adapters.read_from_string(
+        addon.timeline.build_timeline(edit, selected_only=False).otio, "otio_json").find_clips()
+    assert clip.media_reference.rate == 24 and clip.source_range == tr(rt(108, 24), rt(16, 24))
+
+
+def test_the_planner_and_the_daemon_reader_see_the_images_blender_shows(edit, shots, movies,
+                                                                        addon):
+    pytest.importorskip("opentimelineio")
+    from bridge.planner import PlanOptions, parse_timeline_json, plan_timeline
+    from daemon.media import decode_range
+    from daemon.timeline_job import check_media
+
+    _build_image_edit(edit, shots)
+    under = edit.sequence_editor.strips.new_movie("Door", str(movies["ntsc"]), 1, 1)
+    under.frame_final_end = 40  # the images cover frames 14..29 of it
+    timeline = addon.timeline.build_timeline(edit, selected_only=False)
+    plan = plan_timeline(parse_timeline_json(timeline.otio), PlanOptions())
+    assert [job.clip_names for job in plan.jobs] == [("Door",), ("Plate",), ("Door",)]
+    job = plan.jobs[1]
+    (segment,) = job.segments
+    assert segment.media == str(shots / "shot_%04d.png") and segment.start_number == 101
+    assert segment.image_rate == pytest.approx(30000 / 1001, abs=1e-12)
+    rate = NTSC
+    assert segment.start == pytest.approx(float(7 / rate)) and segment.speed == 1
+    assert segment.duration == pytest.approx(float(16 / rate))
+    assert job.record_start == 13 / rate and job.record_duration == 16 / rate
+    assert plan.jobs[2].segments[0].start == pytest.approx(float(29 / rate))
+
+    # The daemon finds the files and decodes exactly the images Blender shows there.
+    assert check_media(segment.media, segment.start_number) is None
+    decoded = decode_range(segment, 7 / rate, 23 / rate)
+    numbers = [101 + round(t * rate) for t in decoded.times]
+    assert set(range(108, 124)) <= set(numbers) <= set(range(107, 125))
+    for number, image in zip(numbers, decoded.images, strict=True):
+        assert image.mean() == pytest.approx(7 * (number - 100), abs=1), number
+
+
+def test_stills_and_images_that_are_no_sequence_are_skipped_with_reasons(edit, shots, addon,
+                                                                          tmp_path):
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    for name in ("shot_0001.png", "shot_0002.png", "shot_0004.png", "title.png", "logo.png"):
+        _write_png(loose / name, 50)
+    holey = Path(shutil.copytree(shots, tmp_path / "holey"))
+    os.remove(holey / "shot_0110.png")
+    _image_strip(edit, "Still", loose, ["title.png"], 1, 1).frame_final_end = 25
+    _image_strip(edit, "Gapped", loose, ["shot_0001.png", "shot_0002.png", "shot_0004.png"], 1,
+                 30)
+    _image_strip(edit, "Unnumbered", loose, ["title.png", "logo.png"], 1, 40)
+    _image_strip(edit, "Gone", shots, SHOTS[:5], 1, 50).directory = str(tmp_path / "nowhere")
+    _image_strip(edit, "Holey", holey, SHOTS, 1, 60)
+    _image_strip(edit, "Trimmed", holey, SHOTS, 2, 60).frame_final_end = 69  # ends at 0109
+    _image_strip(edit, "Held", shots, SHOTS[:5], 1, 200).frame_final_end = 210  # past its images
+    # A still over footage (a logo) is heard through the footage: not reported.
+    _image_strip(edit, "Plate", shots, SHOTS, 1, 100)
+    _image_strip(edit, "Logo", loose, ["logo.png"], 2, 105).frame_final_end = 120
+
+    clips, skipped = addon.timeline.collect_picture(edit, selected_only=False)
+    assert sorted(c.strip for c in clips) == ["Plate", "Trimmed"]
+    reasons = {s.strip: s.reason for s in skipped}
+    assert set(reasons) == {"Still", "Gapped", "Unnumbered", "Gone", "Holey", "Held"}
+    assert reasons["Still"].startswith("a still image has no motion to sound")
+    assert "(shot_0002.png is followed by shot_0004.png)" in reasons["Gapped"]
+    assert reasons["Gapped"].endswith("render the strip to a movie first")
+    assert "(title.png has no frame number)" in reasons["Unnumbered"]
+    assert reasons["Gone"].startswith("image folder not found") and "relink" in reasons["Gone"]
+    assert reasons["Holey"].startswith("1 of the strip's images are not in")
+    assert "shot_0110.png" in reasons["Holey"]
+    assert reasons["Held"].endswith("trim the strip to its images")
+
+
+def _sound_file(path: Path) -> Path:
+    sf.write(str(path), np.zeros(48000, np.float32), 48000)
+    return path
+
+
+def test_picture_strips_that_are_not_read_are_reported_where_they_leave_no_sound(
+        edit, movies, addon, tmp_path):
+    strips = edit.sequence_editor.strips
+    other = bpy.data.scenes.new("Insert scene")
+    try:
+        wide = strips.new_movie("Wide", str(movies["ntsc"]), 1, 1)
+        wide.frame_final_end = 31
+        close = strips.new_movie("Close", str(movies["ntsc"]), 2, 21)
+        strips.new_effect("Dissolve", "CROSS", 3, 21, length=10, input1=wide, input2=close)
+        strips.new_effect("Grade", "ADJUSTMENT", 5, 1, length=110)
+        strips.new_effect("Title", "TEXT", 4, 5, length=10)
+        strips.new_effect("Black", "COLOR", 1, 120, length=10)
+        strips.new_scene("Insert", other, 1, 140)
+        strips.new_scene("Muted insert", other, 7, 200).mute = True
+        strips.new_sound("Music", str(_sound_file(tmp_path / "music.wav")), 6, 1)
+
+        # Whole timeline: what shows and gets no sound because of it.
+        clips, skipped = addon.timeline.collect_picture(edit, selected_only=False)
+        assert sorted(c.strip for c in clips) == ["Close", "Wide"]
+        reasons = {s.strip: s.reason for s in skipped}
+        assert set(reasons) == {"Black", "Insert"}
+        assert reasons["Insert"].startswith("scene strips are not read yet; render the scene")
+        assert reasons["Black"].startswith("a colour strip is a flat colour")
+
+        # Selected: every picture strip picked that cannot be read, even a muted one.
+        for strip in edit.sequence_editor.strips_all:
+            strip.select = strip.name in ("Dissolve", "Black", "Insert", "Muted insert", "Music")
+        clips, skipped = addon.timeline.collect_picture(edit, selected_only=True)
+        reasons = {s.strip: s.reason for s in skipped}
+        assert clips == [] and set(reasons) == {"Dissolve", "Black", "Insert", "Muted insert"}
+        assert reasons["Dissolve"].startswith("cross strips only combine or change other strips")
+        # A dissolve picked with the strips it joins: those are read, nothing to report.
+        wide.select = close.select = True
+        clips, skipped = addon.timeline.collect_picture(edit, selected_only=True)
+        assert sorted(c.strip for c in clips) == ["Close", "Wide"]
+        assert {s.strip for s in skipped} == {"Black", "Insert", "Muted insert"}
+
+        # The editor is told why nothing is generated.
+        wide.select = close.select = False
+        edit.v2a.scope = "SELECTED"
+        with pytest.raises(RuntimeError, match="Insert: scene strips are not read yet"):
+            bpy.ops.sequencer.v2a_generate()
+    finally:
+        edit.sequence_editor_clear()
+        bpy.data.scenes.remove(other)
+
+
 def test_placements_convert_to_scene_frames_and_bad_results_are_refused(addon):
     apply = addon.apply
     result = {"rate": 24.0, "placements": [
@@ -386,6 +578,23 @@ def test_generate_honours_the_scene_start_frame(edit, movies, addon, connected):
     assert (sound.frame_final_start, sound.frame_final_end, sound.channel) == (130, 160, 3)
 
 
+def test_generate_places_sound_under_an_image_sequence(edit, shots, movies, addon, connected):
+    _build_image_edit(edit, shots)
+    edit.sequence_editor.strips.new_movie("Door", str(movies["ntsc"]), 1, 40).frame_final_end = 70
+    assert bpy.ops.sequencer.v2a_generate() == {"FINISHED"}
+    _drive(addon, _idle(addon))
+    state = _runner(addon).state
+    assert state.message.startswith("Added 2 sound strip(s)"), state.message
+    assert state.errors == []
+    sounds = _strips(edit, "SOUND")
+    assert set(sounds) == {"Plate (V2A)", "Door (V2A)"}
+    for name, (first, end) in {"Plate": (14, 30), "Door": (40, 70)}.items():
+        sound = sounds[f"{name} (V2A)"]
+        assert (sound.frame_final_start, sound.frame_final_end, sound.channel) == (first, end, 3)
+        info = sf.info(bpy.path.abspath(sound.sound.filepath))
+        assert info.frames == round((end - first) / (30000 / 1001) * 48000)
+
+
 def test_cancel_mid_run_adds_nothing(edit, movies, addon, connected):
     _build_edit(edit, movies)
     edit.v2a.steps = 200  # 2 s of sampling per strip at 10 ms a step
@@ -441,7 +650,7 @@ def test_starts_a_local_daemon_when_none_answers(edit, movies, addon, tmp_path, 
 
 
 def test_generate_needs_movie_strips(edit, addon, connected):
-    with pytest.raises(RuntimeError, match="No unmuted movie strips"):
+    with pytest.raises(RuntimeError, match="No unmuted movie or image-sequence strips"):
         bpy.ops.sequencer.v2a_generate()
     assert not _runner(addon).busy
 

@@ -1,5 +1,6 @@
-"""V2A Bridge for Blender's Video Sequence Editor: generate synchronized sound for movie strips
-with a local V2A daemon, from the Sequencer's sidebar (tab "V2A"), without freezing Blender.
+"""V2A Bridge for Blender's Video Sequence Editor: generate synchronized sound for movie and
+image-sequence strips with a local V2A daemon, from the Sequencer's sidebar (tab "V2A"), without
+freezing Blender.
 
 The add-on only describes the edit (OTIO text), talks to the daemon through the vendored
 `bridge.client` (pyzmq + msgpack) and places the returned WAVs as sound strips. No model, torch

@@ -21,7 +21,7 @@ def _setting(operator, settings, name: str) -> str:
 
 
 class SEQUENCER_OT_v2a_generate(bpy.types.Operator):
-    """Generate synchronized sound for the movie strips with the V2A daemon"""
+    """Generate synchronized sound for the movie and image-sequence strips with the V2A daemon"""
 
     bl_idname = "sequencer.v2a_generate"
     bl_label = "Generate Sound"
@@ -46,10 +46,11 @@ class SEQUENCER_OT_v2a_generate(bpy.types.Operator):
         heard = [c for c in timeline.clips if c.enabled]
         if not heard:
             reasons = "; ".join(f"{s.strip}: {s.reason}" for s in timeline.skipped)
-            hint = ("select movie strips, or set Scope to Whole Timeline"
-                    if settings.scope == "SELECTED" else "add movie strips to the scene")
-            self.report({"ERROR"}, f"No unmuted movie strips to generate sound for: {hint}"
-                        + (f" ({reasons})" if reasons else ""))
+            hint = ("select movie or image-sequence strips, or set Scope to Whole Timeline"
+                    if settings.scope == "SELECTED"
+                    else "add movie or image-sequence strips to the scene")
+            self.report({"ERROR"}, "No unmuted movie or image-sequence strips to generate sound "
+                        f"for: {hint}" + (f" ({reasons})" if reasons else ""))
             return {"CANCELLED"}
         media_dir = os.path.normpath(bpy.path.abspath("//v2a/"))
         body = {

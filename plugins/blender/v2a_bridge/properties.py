@@ -32,9 +32,9 @@ class V2ASceneSettings(bpy.types.PropertyGroup):
         "channels just above")
     scope: EnumProperty(
         name="Scope",
-        items=(("SELECTED", "Selected", "The selected movie strips (and all inside selected meta "
-                "strips)"),
-               ("ALL", "Whole Timeline", "Every movie strip of the scene")),
+        items=(("SELECTED", "Selected", "The selected movie and image-sequence strips (and all "
+                "inside selected meta strips)"),
+               ("ALL", "Whole Timeline", "Every movie and image-sequence strip of the scene")),
         default="SELECTED")
     mode: EnumProperty(
         name="Mode",
