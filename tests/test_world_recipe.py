@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from daemon.model.checkpoint import load_network
-from daemon.model.train_default import main
+from daemon.model.network import build_network
+from daemon.model.train_default import _load_optimiser_state, _optimiser, main
 
 
 @pytest.fixture(scope="module")
@@ -46,3 +47,29 @@ def test_recipe_trains_resumes_and_ships_loadable_weights(shards, tmp_path, caps
     # the resumed part decays from the full rate to its floor (0.1 x lr) at the last step
     rates = [float(line.split(" lr ")[1].split()[0]) for line in log.splitlines() if " lr " in line]
     assert rates[0] == pytest.approx(1e-3) and rates[-1] == pytest.approx(0.1 * 1e-3, rel=0.05)
+
+
+def test_caption_path_trains_at_its_own_rate_and_old_checkpoints_resume():
+    network = build_network("tiny")
+    optimiser = _optimiser(network, 1e-3, 4.0)
+    plain, caption = optimiser.param_groups
+    names = {id(p): n for n, p in network.named_parameters()}
+    caption_names = {names[id(p)] for p in caption["params"]}
+    assert caption["lr"] == pytest.approx(4e-3) and plain["lr"] == pytest.approx(1e-3)
+    assert {"text_cond_proj.weight", "global_cond_mlp.w1.weight", "empty_string_feat"} <= caption_names
+    assert any(".text_block." in n for n in caption_names)
+    assert not any(n.startswith(("audio_input_proj", "fused_blocks", "t_embed")) or
+                   ".latent_block." in n for n in caption_names)
+    assert len(plain["params"]) + len(caption["params"]) == len(list(network.parameters()))
+
+    # A checkpoint written with one group (the shipped weights' stage 2) keeps every moment.
+    single = torch.optim.AdamW(network.parameters(), lr=1e-3)
+    network(torch.randn(1, 250, 160), torch.randn(1, 64, 64), torch.randn(1, 200, 64),
+            torch.randn(1, 32, 384), torch.rand(1)).square().mean().backward()
+    single.step()
+    _load_optimiser_state(optimiser, single.state_dict(), network)
+    moved = [p for p in network.parameters() if p in single.state]  # those the loss reached
+    assert len(moved) > 100
+    for parameter in moved:
+        assert torch.equal(optimiser.state[parameter]["exp_avg"], single.state[parameter]["exp_avg"])
+    assert [g["lr_scale"] for g in optimiser.param_groups] == [1.0, 4.0]
