@@ -10,6 +10,7 @@ from daemon.model.flow import (
     fit_latent_statistics,
     guided_velocity,
     sample,
+    sample_training_times,
     training_loss,
 )
 
@@ -145,6 +146,19 @@ def test_full_condition_dropout_trains_the_empty_features(net, inputs):
     a.backward()
     assert net.empty_string_feat.grad is not None and net.empty_string_feat.grad.abs().sum() > 0
     net.zero_grad()
+
+
+def test_low_t_fraction_puts_that_share_of_samples_near_the_noise():
+    def times(settings):
+        return sample_training_times(20_000, settings, generator=torch.Generator().manual_seed(1))
+
+    plain = times(TrainingSettings())
+    tilted = times(TrainingSettings(low_t_fraction=0.25, low_t_max=0.05))
+    assert float((plain < 0.05).float().mean()) < 0.01
+    assert float((tilted < 0.05).float().mean()) == pytest.approx(0.25, abs=0.02)
+    assert float(tilted.min()) >= 0.0 and float(tilted.max()) < 1.0
+    # Off by default, and then t is drawn exactly as before (same random stream).
+    assert torch.equal(plain, times(TrainingSettings(low_t_fraction=0.0)))
 
 
 def test_a_few_training_steps_lower_the_loss():

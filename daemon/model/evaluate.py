@@ -212,7 +212,7 @@ def evaluate_adherence(model: ModelUnderTest, classifier, seeds: list[int],
             "per_clip": records}
 
 
-CONDITIONING_TIMES = (0.1, 0.3, 0.5, 0.7, 0.9)
+CONDITIONING_TIMES = (0.02, 0.1, 0.3, 0.5, 0.7, 0.9)
 EVAL_CAPTIONED = WorldConfig(caption_none_probability=0.0)
 
 
