@@ -25,8 +25,9 @@ Sections (metrics are the pure functions of daemon.model.world.metrics):
   nothing when it is taken away.
 - negative: clips with an event source and an ambience; generated with and without the
   ambience (or the event) named in the negative prompt; the energy where that class sounds
-  (between events for an ambience, 300 ms after each event for an event), in dB. Baseline:
-  the same measurement between two seeds with no negative prompt.
+  (between events for an ambience, 300 ms after each event for an event), in dB. Baselines:
+  the same measurement between two seeds with no negative prompt, and with a negative prompt
+  naming a class of the same kind that is not in the clip (what any negative prompt does).
 """
 
 from __future__ import annotations
@@ -270,6 +271,7 @@ def _class_spans(clip, cls: str) -> list[tuple[float, float]]:
 
 def evaluate_negative(model: ModelUnderTest, seeds: list[int], settings: EvalSettings) -> dict:
     rng = np.random.default_rng(settings.seed + 2)
+    control = np.random.default_rng(settings.seed + 3)
     cases, pictures = [], []
     for seed in seeds:
         event, ambience = str(rng.choice(NEGATIVE_EVENTS)), str(rng.choice(NEGATIVE_AMBIENCES))
@@ -277,17 +279,24 @@ def evaluate_negative(model: ModelUnderTest, seeds: list[int], settings: EvalSet
         picture = model.picture(clip)
         event_text, ambience_text = class_prompt(event, rng), class_prompt(ambience, rng)
         # Negate the ambience while prompting the event, and the other way round.
-        for target, target_text, prompt in ((ambience, ambience_text, event_text),
-                                            (event, event_text, ambience_text)):
-            cases.append((clip, target, target_text, prompt))
+        # The control negates a class of the same kind that is not in the clip: what any
+        # negative prompt does to the target, whether or not it names it.
+        # (Its own random stream keeps the cases themselves as they were without it.)
+        other_event = str(control.choice([c for c in NEGATIVE_EVENTS if c != event]))
+        other_ambience = str(control.choice([c for c in NEGATIVE_AMBIENCES if c != ambience]))
+        for target, target_text, prompt, other in (
+                (ambience, ambience_text, event_text, class_prompt(other_ambience, control)),
+                (event, event_text, ambience_text, class_prompt(other_event, control))):
+            cases.append((clip, target, target_text, prompt, other))
             pictures.append(picture)
     prompts = [c[3] for c in cases]
     plain = model.generate(pictures, prompts, None, settings)
     reseeded = model.generate(pictures, prompts, None, settings, seed=settings.seed + 1)
     negated = model.generate(pictures, prompts, [c[2] for c in cases], settings)
+    unrelated = model.generate(pictures, prompts, [c[4] for c in cases], settings)
     records = []
-    for (clip, target, target_text, prompt), a, b, c in zip(cases, plain, reseeded, negated,
-                                                            strict=True):
+    for (clip, target, target_text, prompt, other), a, b, c, d in zip(
+            cases, plain, reseeded, negated, unrelated, strict=True):
         spans = _class_spans(clip, target)
         plain_db = span_energy_db(a, 16_000, spans)
         negated_db = span_energy_db(c, 16_000, spans)
@@ -296,6 +305,8 @@ def evaluate_negative(model: ModelUnderTest, seeds: list[int], settings: EvalSet
             "prompt": prompt, "energy_db": plain_db, "energy_with_negative_db": negated_db,
             "reduction_db": plain_db - negated_db,
             "reseed_difference_db": plain_db - span_energy_db(b, 16_000, spans),
+            "unrelated_negative_prompt": other,
+            "unrelated_reduction_db": plain_db - span_energy_db(d, 16_000, spans),
         })
 
     def mean(key, kind=None):
@@ -308,6 +319,9 @@ def evaluate_negative(model: ModelUnderTest, seeds: list[int], settings: EvalSet
             "mean_reduction_event_db": mean("reduction_db", "event"),
             "baseline_reseed_mean_abs_db": float(np.mean([abs(r["reseed_difference_db"])
                                                           for r in records])) if records else 0.0,
+            "baseline_unrelated_negative_db": mean("unrelated_reduction_db"),
+            "baseline_unrelated_negative_ambience_db": mean("unrelated_reduction_db", "ambience"),
+            "baseline_unrelated_negative_event_db": mean("unrelated_reduction_db", "event"),
             "per_case": records}
 
 
@@ -406,6 +420,8 @@ def _headline(report: dict) -> dict:
         n = report["negative"]
         out["negative"] = {k: n[k] for k in ("mean_reduction_db", "mean_reduction_ambience_db",
                                              "mean_reduction_event_db",
+                                             "baseline_unrelated_negative_ambience_db",
+                                             "baseline_unrelated_negative_event_db",
                                              "baseline_reseed_mean_abs_db")}
     if "conditioning" in report:
         out["conditioning_relative_loss_reduction"] = {
