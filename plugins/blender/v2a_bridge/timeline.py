@@ -253,6 +253,11 @@ def _image_clip(strip, layer, start, end, enabled, reading: _Reading) -> Picture
         skipped.append(SkippedStrip(
             strip.name, f"image folder not found: {folder} (relink the strip to its media)"))
         return None
+    # As for movies: a strip whose timing V2A cannot follow is refused before any listing.
+    problem = _timing_problem(strip)
+    if problem is not None:
+        skipped.append(SkippedStrip(strip.name, problem))
+        return None
     numbering, broken = image_numbering(names)
     if numbering is None:
         skipped.append(SkippedStrip(
@@ -270,10 +275,6 @@ def _image_clip(strip, layer, start, end, enabled, reading: _Reading) -> Picture
         skipped.append(SkippedStrip(
             strip.name, f"{len(missing)} of the strip's images are not in {folder}, e.g. "
             f"{missing[0]} (relink the strip to its media)"))
-        return None
-    problem = _timing_problem(strip)
-    if problem is not None:
-        skipped.append(SkippedStrip(strip.name, problem))
         return None
     return PictureClip(
         strip=strip.name,
