@@ -11,8 +11,9 @@ Sections (metrics are the pure functions of daemon.model.world.metrics):
 - sync: onset precision/recall/F1 (+-50 ms) of the generated audio against the events, and
   AV-Align (audio onsets vs motion peaks from frame differences -- a weight-free stand-in for
   optical flow -- matched within one frame, IoU). Baselines in the same run: the same model
-  with its visual features zeroed, random onsets (as many as the model produced), and the
-  world's own audio through the same detector (the ceiling of this measurement).
+  with its visual features zeroed, random onsets (as many as the model produced), the
+  world's own audio through the same detector (the ceiling of this measurement), and that
+  audio after the codec alone (the ceiling for anything Griffin-Lim decodes).
 - adherence: clips whose picture does not reveal the material / surface / music mood (the
   world draws them identically); the prompt names one, chosen at random; the world audio
   classifier (weights beside the model) says what the generated audio is. Accuracy of
@@ -98,6 +99,11 @@ class ModelUnderTest:
         self.visual, self.text, self.codec = MotionFeatures(), MiniLMText(), MelCodec()
         self.weights = str(weights)
 
+    @torch.inference_mode()
+    def through_codec(self, audio: np.ndarray) -> np.ndarray:
+        """`audio` (16 kHz) after the codec alone: log-mel, then Griffin-Lim."""
+        return self.codec.decode(self.codec.encode(torch.from_numpy(audio)[None]))[0].numpy()
+
     def picture(self, clip) -> tuple[torch.Tensor, torch.Tensor]:
         # What the engine sees comes out of a video file: give the model compressed frames.
         f = self.visual.encode_frames(compress_frames(clip.frames, clip.fps, crf=23), clip.fps)
@@ -140,7 +146,8 @@ def evaluate_sync(model: ModelUnderTest, seeds: list[int], settings: EvalSetting
     generated = model.generate(pictures, prompts, None, settings)
     blind = model.generate(pictures, prompts, None, settings, zero_picture=True)
     rng = np.random.default_rng(settings.seed)
-    rows = {"model": [], "visual_zeroed": [], "random_onsets": [], "world_audio": []}
+    rows = {"model": [], "visual_zeroed": [], "random_onsets": [], "world_audio": [],
+            "codec_world_audio": []}
     align = {k: [] for k in rows}
     per_clip = []
     for clip, audio, audio_blind in zip(clips, generated, blind, strict=True):
@@ -148,7 +155,8 @@ def evaluate_sync(model: ModelUnderTest, seeds: list[int], settings: EvalSetting
         peaks = motion_peaks(clip.frames, clip.fps)
         found = {"model": detect_onsets(audio, 16_000),
                  "visual_zeroed": detect_onsets(audio_blind, 16_000),
-                 "world_audio": detect_onsets(clip.audio, clip.rate)}
+                 "world_audio": detect_onsets(clip.audio, clip.rate),
+                 "codec_world_audio": detect_onsets(model.through_codec(clip.audio), 16_000)}
         found["random_onsets"] = random_onsets(len(found["model"]), clip.duration, rng)
         for key, onsets in found.items():
             rows[key].append(onset_scores(onsets, ref, settings.tolerance, soft))
@@ -177,9 +185,7 @@ def evaluate_adherence(model: ModelUnderTest, classifier, seeds: list[int],
     unprompted = model.generate(pictures, [""] * len(cases), None, settings)
     # The judge on audio that went through the codec alone (the world's own sound, log-mel ->
     # Griffin-Lim): how far it can be trusted on reconstructed audio.
-    with torch.inference_mode():
-        codec_audio = [model.codec.decode(model.codec.encode(torch.from_numpy(c.audio)[None]))[0]
-                       .numpy() for c in clips]
+    codec_audio = [model.through_codec(c.audio) for c in clips]
     judge = float(np.mean([classifier.predict(a)[0] == c[2]
                            for a, c in zip(codec_audio, cases, strict=True)]))
     records = []

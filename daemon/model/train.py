@@ -63,7 +63,8 @@ class TrainConfig:
     ema_decay: float = 0.999
     picture_dropout: float = 0.1
     text_dropout: float = 0.1
-    low_t_fraction: float = 0.0  # share of samples with t < 0.05 (see TrainingSettings)
+    low_t_fraction: float = 0.0  # share of samples with t < low_t_max (see TrainingSettings)
+    low_t_max: float = TrainingSettings.low_t_max
     seed: int = 0
     log_every: int = 50
     save_every: int = 500
@@ -125,7 +126,8 @@ class Trainer:
         self.order = np.random.default_rng(cfg.seed)
         self.settings = TrainingSettings(picture_dropout=cfg.picture_dropout,
                                          text_dropout=cfg.text_dropout,
-                                         low_t_fraction=cfg.low_t_fraction)
+                                         low_t_fraction=cfg.low_t_fraction,
+                                         low_t_max=cfg.low_t_max)
 
     # -- checkpoints --------------------------------------------------------------------------
 
@@ -246,8 +248,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--picture-dropout", type=float, default=0.1)
     parser.add_argument("--text-dropout", type=float, default=0.1)
     parser.add_argument("--low-t", type=float, default=0.0,
-                        help="share of samples with t < 0.05, where the conditions decide the "
-                             "overall sound (0.25 for the shipped weights' last stage)")
+                        help="share of samples with t < --low-t-max, where the conditions "
+                             "decide the overall sound (0.25 for the shipped weights' last stage)")
+    parser.add_argument("--low-t-max", type=float, default=TrainingSettings.low_t_max)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--log-every", type=int, default=50)
     parser.add_argument("--save-every", type=int, default=500)
@@ -260,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = TrainConfig(steps=args.steps, batch=args.batch, lr=args.lr, warmup=args.warmup,
                       ema_decay=args.ema, picture_dropout=args.picture_dropout,
                       text_dropout=args.text_dropout, low_t_fraction=args.low_t,
-                      seed=args.seed, log_every=args.log_every,
+                      low_t_max=args.low_t_max, seed=args.seed, log_every=args.log_every,
                       save_every=args.save_every)
     args.out.mkdir(parents=True, exist_ok=True)
     if (args.out / "checkpoint.pt").is_file() and not args.resume:

@@ -77,7 +77,7 @@ def train(args) -> None:
     network = build_network(args.preset)
     settings = TrainingSettings(logit_normal_mean=args.t_mean,
                                 picture_dropout=args.picture_dropout,
-                                low_t_fraction=args.low_t)
+                                low_t_fraction=args.low_t, low_t_max=args.low_t_max)
     fit_latent_statistics(network, data.tensors["latent"].float())
     optimiser = _optimiser(network, args.lr, args.condition_lr_scale)
     ema = copy.deepcopy(network).requires_grad_(False)
@@ -137,7 +137,7 @@ def train(args) -> None:
         "recipe": "daemon.model.train_default",
         "steps": step, "batch": args.batch, "lr": args.lr, "ema": args.ema,
         "condition_lr_scale": args.condition_lr_scale, "picture_dropout": args.picture_dropout,
-        "low_t_fraction": args.low_t,
+        "low_t_fraction": args.low_t, "low_t_max": args.low_t_max,
         "decay": f"cosine to {args.min_lr} x lr from step {first_step}" if args.decay else None,
         "clips": len(data), "train_seconds": round(seconds),
         "hardware": f"{platform.processor() or platform.machine()}, {args.threads} CPU threads",
@@ -238,8 +238,11 @@ def main(argv=None) -> None:
                    help="mean of the logit-normal t; below 0 trains more where the sound is mostly "
                         "noise, which is where the picture and caption carry the most")
     t.add_argument("--low-t", type=float, default=0.0,
-                   help="fraction of samples with t drawn from [0, 0.05): where the caption and "
-                        "picture decide the clip's overall sound")
+                   help="fraction of samples with t drawn from [0, --low-t-max): where the "
+                        "caption and picture decide the clip's overall sound")
+    t.add_argument("--low-t-max", type=float, default=TrainingSettings.low_t_max,
+                   help="upper end of those samples' t; 25 Euler steps evaluate 0, 0.04, 0.08, "
+                        "0.12 before the noisy latent shows the clip's overall spectrum")
     t.add_argument("--picture-dropout", type=float, default=0.1,
                    help="chance a sample's picture is replaced by the empty features; the "
                         "caption then has to carry the whole sound")

@@ -41,9 +41,10 @@ def _band_matrix(n_bins: int, rate: int, bands: int = 40) -> np.ndarray:
 
 def onset_envelope(audio: np.ndarray, rate: int) -> np.ndarray:
     """Spectral flux at 100 frames/s: the mean rise in dB of 40 log-spaced bands between a
-    frame and the one 20 ms before it; value i describes the instant i * 10 ms. Summing power
-    within bands before taking logs steadies noise-like textures (rain, surf) so that only
-    real attacks rise."""
+    frame and the one 20 ms before it; value i describes the instant i * 10 ms (0 for the
+    first 40 ms, which have nothing before them to rise from). Summing power within bands
+    before taking logs steadies noise-like textures (rain, surf) so that only real attacks
+    rise."""
     hop = int(round(rate * ONSET_HOP_S))
     n_fft = 1 << int(np.ceil(np.log2(rate * 0.032)))  # ~32 ms window
     power = np.abs(np.fft.rfft(_frames(audio, n_fft, hop) * np.hanning(n_fft), axis=1)) ** 2
@@ -51,8 +52,11 @@ def onset_envelope(audio: np.ndarray, rate: int) -> np.ndarray:
     floor = max(float(np.max(bands)) * 1e-9, 1e-12)
     db = 10 * np.log10(bands + floor)
     lag = 2
-    rise = np.maximum(db[lag:] - db[:-lag], 0.0)
-    return np.concatenate([np.zeros(lag), rise.mean(axis=1)])
+    rise = np.maximum(db[lag:] - db[:-lag], 0.0).mean(axis=1)
+    # The audio's own start is no attack: frames whose comparison reaches back before the
+    # first sample (the window's half, then the lag: 40 ms at 16 kHz) rise from padding.
+    start = lag + int(np.ceil(n_fft / 2 / hop))
+    return np.concatenate([np.zeros(lag), rise]) * (np.arange(len(db)) >= start)
 
 
 def detect_onsets(audio: np.ndarray, rate: int, sensitivity: float = 0.7,
