@@ -472,7 +472,10 @@ def _reference_of(piece: _Piece) -> tuple[dict, tuple[str, str] | None]:
         base = media_path(ref.target_url_base)
         if base and not base.endswith(("/", "\\")):
             base += "/"
-        pattern = f"{base}{ref.name_prefix}%0{pad}d{ref.name_suffix}"
+        # A printf pattern for FFmpeg's image2 demuxer: a literal % in a name is written %%.
+        base, prefix, suffix = (part.replace("%", "%%")
+                                for part in (base, ref.name_prefix, ref.name_suffix))
+        pattern = f"{base}{prefix}%0{pad}d{suffix}"
         return {
             "media": pattern,
             "origin": origin,

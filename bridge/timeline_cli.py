@@ -265,7 +265,7 @@ def media_duration(path: str) -> float:
 def cmd_generate(args) -> int:
     from bridge.cli import connect, print_progress
 
-    media = os.path.abspath(args.media) if "%" not in args.media else args.media
+    media = os.path.abspath(args.media)
     start = args.start if args.start is not None else (args.start_pos or 0.0)
     end = args.end if args.end is not None else args.end_pos
     if end is None:

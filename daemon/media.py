@@ -13,6 +13,7 @@ lands on the same frames every time. Float seconds from the engine boundary are 
 from __future__ import annotations
 
 import os
+import re
 from bisect import bisect_right
 from dataclasses import dataclass
 from fractions import Fraction
@@ -81,20 +82,29 @@ class FrameShrinker:
         return small.to_ndarray()
 
 
+_FRAME_NUMBER = re.compile(r"(?<!%)%0?\d*d")  # printf's frame number: %d, %04d
+
+
 def open_container(segment: Segment) -> av.container.InputContainer:
-    """Open the segment's media with FFmpeg, or raise MediaError saying what to check."""
+    """Open the segment's media with FFmpeg, or raise MediaError saying what to check.
+
+    A segment with an `image_rate` is an image sequence: `media` is a printf pattern, where a
+    literal ``%`` is written ``%%``. Without one, `media` is a file, whatever its name holds."""
     media = segment.media
-    is_sequence = "%" in os.path.basename(media)
+    is_sequence = segment.image_rate is not None
     if is_sequence:
-        if segment.image_rate is None or segment.image_rate <= 0:
-            raise MediaError(
-                f"image sequence {media!r} needs its frame rate (image_rate); pass the rate the "
-                "sequence was shot or rendered at"
-            )
-        folder = os.path.dirname(media) or "."
+        if segment.image_rate <= 0:
+            raise MediaError(f"image sequence {media!r} needs a frame rate above 0, not "
+                             f"{segment.image_rate}")
+        folder = os.path.dirname(media).replace("%%", "%") or "."
         if not os.path.isdir(folder):
             raise MediaError(f"image sequence folder {folder!r} does not exist; check the path")
     elif not os.path.isfile(media):
+        if _FRAME_NUMBER.search(os.path.basename(media)):
+            raise MediaError(
+                f"{media!r} looks like an image sequence pattern but no frame rate came with it; "
+                "pass the rate the sequence was shot or rendered at (image_rate)"
+            )
         raise MediaError(f"media file {media!r} does not exist; relink the clip or check the path")
     options = {}
     if is_sequence:

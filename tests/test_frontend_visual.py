@@ -120,6 +120,21 @@ def test_image_sequence_matches_the_same_frames_in_memory(tmp_path):
     np.testing.assert_allclose(from_files.clip.numpy(), in_memory.clip.numpy(), atol=1e-5)
 
 
+def test_percent_signs_in_names_are_literal(tmp_path):
+    # A movie is a file whatever its name holds; in a sequence's pattern a literal % is %%.
+    frames = moving_box_frames(25, (64, 36))
+    movie = write_video(tmp_path / "take 100%d.mp4", frames, 25)
+    picture = Picture.from_segments([Segment(str(movie), 0.0, 0.5)])
+    assert len(picture.images) > 0
+    folder = tmp_path / "grade 50%"
+    write_image_sequence(folder, frames, start_number=1)
+    pattern = str(folder).replace("%", "%%") + "/shot.%04d.png"
+    from_files = MotionFeatures().encode_segments(
+        [Segment(pattern, 0.0, 1.0, image_rate=25, start_number=1)])
+    in_memory = MotionFeatures().encode_frames(frames, 25)
+    np.testing.assert_allclose(from_files.sync.numpy(), in_memory.sync.numpy(), atol=1e-5)
+
+
 def _numbered_sequence(tmp_path, count: int, rate: int = 25) -> str:
     # Frame j is a flat grey of level 4 * j: the picture says which frame is on screen.
     frames = np.repeat((np.arange(count, dtype=np.uint8) * 4)[:, None, None, None], 3, axis=3)

@@ -196,6 +196,19 @@ def test_image_sequence_media(daemon, tmp_path):
     assert seg.media == pattern and seg.start_number == 1001 and seg.start == pytest.approx(4 / 24)
 
 
+def test_percent_signs_in_sequence_names_reach_the_engine_escaped(daemon, tmp_path):
+    client, engine = daemon
+    folder = tmp_path / "grade 50%"
+    pattern = write_image_sequence(folder, "take 100%.", 1, 12)
+    ref = otio.schema.ImageSequenceReference(
+        target_url_base=str(folder) + "/", name_prefix="take 100%.", name_suffix=".png",
+        start_frame=1, frame_zero_padding=4, rate=24, available_range=rng(1, 12))
+    body, _ = run(client, timeline(track(clip("graded", 1, 12, reference=ref))), tmp_path / "w")
+    assert not body["failed"]
+    (seg,) = engine.calls[-1].segments
+    assert seg.media == pattern and seg.media % 1 == str(folder / "take 100%.0001.png")
+
+
 def test_cancel_leaves_no_partial_files(daemon, media, tmp_path):
     client, engine = daemon
     tl = timeline(track(*[clip(f"S{i}", i, 24, media=media["a"], avail=(0, 96)) for i in range(4)]))

@@ -126,7 +126,8 @@ def write_image_sequence(folder: Path, prefix: str, first: int, count: int, pad=
     for n in range(first, first + count):
         img = np.full((8, 8, 3), (n * 29) % 256, np.uint8)
         _write_png(folder / f"{prefix}{n:0{pad}d}.png", img)
-    return str(folder / f"{prefix}%0{pad}d.png")
+    escaped = str(folder / prefix).replace("%", "%%")  # a literal % in a printf pattern
+    return f"{escaped}%0{pad}d.png"
 
 
 def _write_png(path: Path, img: np.ndarray) -> None:
