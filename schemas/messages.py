@@ -102,7 +102,10 @@ class StatusRequest(_Body):
 class GenerateRequest(_Body):
     """Sound for one range of one media file: `start`..`end` seconds of media time."""
 
-    media: str = Field(min_length=1, max_length=4096, description="path on the daemon host")
+    media: str = Field(
+        min_length=1, max_length=4096,
+        description="path on the daemon host; with image_rate, an image sequence's printf "
+                    "pattern (shot.%04d.png; a literal % is written %%)")
     start: float = Field(ge=0.0)
     end: float = Field(gt=0.0)
     prompt: Prompt = ""
@@ -110,8 +113,11 @@ class GenerateRequest(_Body):
     seed: Seed = 0
     steps: Steps = 25
     cfg: Cfg = 4.5
-    image_rate: float | None = Field(default=None, gt=0.0, le=1000.0)
-    start_number: int | None = Field(default=None, ge=0)
+    image_rate: float | None = Field(
+        default=None, gt=0.0, le=1000.0,
+        description="frames per second of an image sequence; only sequences have one")
+    start_number: int | None = Field(default=None, ge=0,
+                                     description="an image sequence's first frame number")
 
     @model_validator(mode="after")
     def _range(self):
