@@ -8,6 +8,7 @@ import pytest
 from daemon.model.world.metrics import (
     av_align,
     detect_onsets,
+    matched_references,
     motion_peaks,
     onset_scores,
     pooled_scores,
@@ -60,6 +61,13 @@ def test_empty_cases():
 def test_ignored_spans_do_not_count_as_false_alarms():
     s = onset_scores([0.5, 2.02, 4.0], [0.5], ignore=[(2.0, 2.1)])
     assert (s["tp"], s["fp"], s["fn"]) == (1, 1, 0)
+
+
+def test_matched_references_say_which_events_were_found():
+    found = matched_references([0.51, 2.3, 0.49], [2.0, 0.5, 3.0], tolerance=0.05)
+    assert found.tolist() == [False, True, False]  # one detection per reference
+    assert matched_references([], [1.0]).tolist() == [False]
+    assert matched_references([1.0], []).tolist() == []
 
 
 def test_pooled_scores_sum_counts():

@@ -11,7 +11,7 @@ import torch
 
 from daemon.model.checkpoint import save_network
 from daemon.model.network import build_network
-from daemon.model.world import WorldConfig, generate_clip
+from daemon.model.world import EVAL_SYNC, WorldConfig, generate_clip
 from daemon.model.world.captions import CLASSES
 from daemon.model.world.classifier import AudioClassifier, audio_features
 
@@ -34,6 +34,11 @@ def test_sync_report_has_model_and_every_baseline(untrained_weights, tmp_path):
     summary = report["sync"]["summary"]
     assert set(summary) == {"model", "visual_zeroed", "random_onsets", "world_audio",
                             "codec_world_audio"}
+    by_class = report["sync"]["recall_by_class"]
+    assert set(by_class) == {"model", "world_audio"}
+    listed = sum(len([e for e in generate_clip(s, EVAL_SYNC).events if e.onset])
+                 for s in (1_000_000, 1_000_001))
+    assert sum(row["events"] for row in by_class["model"].values()) == listed
     for scores in summary.values():
         assert 0.0 <= scores["f1"] <= 1.0 and 0.0 <= scores["av_align"] <= 1.0
     # The world's own audio through the same detector is the ceiling (also after the codec);

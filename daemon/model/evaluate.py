@@ -56,6 +56,7 @@ from daemon.model.world.dataset import HELD_OUT_SEEDS
 from daemon.model.world.metrics import (
     av_align,
     detect_onsets,
+    matched_references,
     motion_peaks,
     onset_scores,
     pooled_scores,
@@ -148,6 +149,7 @@ def evaluate_sync(model: ModelUnderTest, seeds: list[int], settings: EvalSetting
     rng = np.random.default_rng(settings.seed)
     rows = {"model": [], "visual_zeroed": [], "random_onsets": [], "world_audio": [],
             "codec_world_audio": []}
+    found_by_class = {"model": {}, "world_audio": {}}  # class -> [found, listed]
     align = {k: [] for k in rows}
     per_clip = []
     for clip, audio, audio_blind in zip(clips, generated, blind, strict=True):
@@ -161,12 +163,24 @@ def evaluate_sync(model: ModelUnderTest, seeds: list[int], settings: EvalSetting
         for key, onsets in found.items():
             rows[key].append(onset_scores(onsets, ref, settings.tolerance, soft))
             align[key].append(av_align(onsets, peaks, clip.fps))
+        hits = [e for e in clip.events if e.onset]
+        for key, counts in found_by_class.items():
+            for event, hit in zip(hits, matched_references(
+                    found[key], [e.time for e in hits], settings.tolerance), strict=True):
+                tally = counts.setdefault(event.cls, [0, 0])
+                tally[0] += int(hit)
+                tally[1] += 1
         per_clip.append({"seed": clip.seed, "caption": clip.caption, "events": len(ref),
                          "model_onsets": len(found["model"]), "f1": rows["model"][-1]["f1"]})
     summary = {key: {**pooled_scores(rows[key]), "av_align": float(np.mean(align[key]))}
                for key in rows}
+    # Which events are found: the flashes and slams the front end shows clearly, or the foot
+    # plants it barely shows (benchmarks/event_visibility.py).
+    recall_by_class = {key: {cls: {"found": f, "events": n, "recall": f / n}
+                             for cls, (f, n) in sorted(counts.items())}
+                       for key, counts in found_by_class.items()}
     return {"clips": len(clips), "tolerance_s": settings.tolerance, "summary": summary,
-            "per_clip": per_clip}
+            "recall_by_class": recall_by_class, "per_clip": per_clip}
 
 
 def evaluate_adherence(model: ModelUnderTest, classifier, seeds: list[int],

@@ -2,7 +2,8 @@
 
 - `detect_onsets`: spectral-flux onset detection with an adaptive threshold.
 - `onset_scores`: precision / recall / F1 of detected onsets against ground-truth times within a
-  tolerance (one-to-one matching), with optional "don't care" intervals.
+  tolerance (one-to-one matching), with optional "don't care" intervals; `matched_references`
+  says which ground-truth times were found.
 - `motion_peaks`: instants of peak motion in a picture. This is NOT optical flow: the motion
   magnitude is the mean absolute luminance difference between consecutive frames, a weight-free
   stand-in for AV-Align's optical-flow magnitude.
@@ -118,6 +119,17 @@ def onset_scores(detected: Sequence[float], reference: Sequence[float], toleranc
              if not any(a - tolerance <= t <= b + tolerance for a, b in ignore))
     tp, fn = len(pairs), len(ref) - len(pairs)
     return _prf(tp, fp, fn)
+
+
+def matched_references(detected: Sequence[float], reference: Sequence[float],
+                       tolerance: float = 0.05) -> np.ndarray:
+    """(len(reference),) bool: which reference times a detection matches, in their given order
+    (the one-to-one matching of `onset_scores`)."""
+    hit = np.zeros(len(reference), dtype=bool)
+    for _, j in _match(np.sort(np.asarray(detected, dtype=np.float64)),
+                       np.asarray(reference, dtype=np.float64), tolerance):
+        hit[j] = True
+    return hit
 
 
 def _prf(tp: int, fp: int, fn: int) -> dict:
