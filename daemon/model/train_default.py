@@ -42,7 +42,8 @@ from pathlib import Path
 import torch
 
 from daemon.model.checkpoint import save_network
-from daemon.model.flow import TrainingSettings, fit_latent_statistics, training_loss
+from daemon.model.engine import pick_device
+from daemon.model.flow import TrainingSettings, autocast_for, fit_latent_statistics, training_loss
 from daemon.model.network import build_network
 from daemon.model.train import cosine_decay, update_ema
 from daemon.model.world.clip import WorldConfig
@@ -74,24 +75,29 @@ def train(args) -> None:
         time.sleep(20)
         data.refresh()
 
+    device = pick_device(args.device)
     network = build_network(args.preset)
     settings = TrainingSettings(logit_normal_mean=args.t_mean,
                                 picture_dropout=args.picture_dropout,
                                 low_t_fraction=args.low_t, low_t_max=args.low_t_max)
     fit_latent_statistics(network, data.tensors["latent"].float())
+    network.to(device)
     optimiser = _optimiser(network, args.lr, args.condition_lr_scale)
     ema = copy.deepcopy(network).requires_grad_(False)
     step, spent = 0, 0.0
     checkpoint = work / "checkpoint.pt"
     if checkpoint.exists():
-        state = torch.load(checkpoint, weights_only=False)
+        state = torch.load(checkpoint, weights_only=False, map_location=device)
         network.load_state_dict(state["network"])
         ema.load_state_dict(state["ema"])
         _load_optimiser_state(optimiser, state["optimiser"], network)
         step, spent = state["step"], state["seconds"]
         _log(f"resumed at step {step}")
 
-    generator = torch.Generator().manual_seed(args.seed + step)
+    generator = torch.Generator().manual_seed(args.seed + step)  # batches and gains
+    # The noise, t and dropout are drawn where the network is (on the CPU, the same stream).
+    noise_generator = (generator if device.type == "cpu"
+                       else torch.Generator(device).manual_seed(args.seed + step))
     losses: list[float] = []
     started = time.time() - spent
     # The rate decays (cosine, to --min-lr x lr) over what this invocation has left: from the
@@ -106,16 +112,17 @@ def train(args) -> None:
 
     while step < args.steps and time.time() < deadline:
         index = torch.randint(len(data), (args.batch,), generator=generator)
-        batch = data.batch(index)
-        gain = torch.empty(args.batch, 1, 1).uniform_(-1.0, 0.5, generator=generator)
+        batch = {k: v.to(device, non_blocking=True) for k, v in data.batch(index).items()}
+        gain = torch.empty(args.batch, 1, 1).uniform_(-1.0, 0.5, generator=generator).to(device)
         # Warm up from where this invocation starts: a resumed run may bring a new rate.
         rate = args.lr * min(1.0, (step - first_step + 1) / args.warmup)
         if args.decay:
             rate *= cosine_decay(remaining_fraction_done(), args.min_lr)
         for group in optimiser.param_groups:
             group["lr"] = rate * group["lr_scale"]
-        loss = training_loss(network, batch["latent"] + gain, batch["clip"], batch["sync"],
-                             batch["text"], settings=settings, generator=generator)
+        with autocast_for(device):
+            loss = training_loss(network, batch["latent"] + gain, batch["clip"], batch["sync"],
+                                 batch["text"], settings=settings, generator=noise_generator)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)
@@ -140,12 +147,13 @@ def train(args) -> None:
         "low_t_fraction": args.low_t, "low_t_max": args.low_t_max,
         "decay": f"cosine to {args.min_lr} x lr from step {first_step}" if args.decay else None,
         "clips": len(data), "train_seconds": round(seconds),
-        "hardware": f"{platform.processor() or platform.machine()}, {args.threads} CPU threads",
+        "hardware": (torch.cuda.get_device_name(device) if device.type == "cuda" else
+                     f"{platform.processor() or platform.machine()}, {args.threads} CPU threads"),
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     # Half precision keeps the shipped file under 30 MB (7.9 M parameters); the engine loads
     # it into float32.
-    path = save_network(copy.deepcopy(ema).half(), args.out, extra_metadata={"training": record})
+    path = save_network(copy.deepcopy(ema).cpu().half(), args.out, extra_metadata={"training": record})
     (work / "training.json").write_text(json.dumps(record, indent=2) + "\n")
     _log(f"saved {path} after {step} steps ({seconds / 60:.1f} min)")
 
@@ -196,7 +204,7 @@ def _load_optimiser_state(optimiser: torch.optim.AdamW, saved: dict, network) ->
 def export(args) -> None:
     """Write the EMA weights of the latest checkpoint in `--work` (e.g. to evaluate a run
     while it is still training)."""
-    state = torch.load(Path(args.work) / "checkpoint.pt", weights_only=False)
+    state = torch.load(Path(args.work) / "checkpoint.pt", weights_only=False, map_location="cpu")
     network = build_network(args.preset)
     network.load_state_dict(state["ema"])
     record = {"recipe": "daemon.model.train_default", "steps": state["step"],
@@ -254,6 +262,8 @@ def main(argv=None) -> None:
     t.add_argument("--save-every", type=int, default=200)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=2)
+    t.add_argument("--device", default="auto",
+                   help="auto (CUDA, then Apple MPS, then CPU), cpu, cuda, cuda:1, mps")
     e = sub.add_parser("export", help="EMA weights of the latest checkpoint -> safetensors")
     e.add_argument("--work", required=True)
     e.add_argument("--out", required=True)
