@@ -49,6 +49,17 @@ def test_recipe_trains_resumes_and_ships_loadable_weights(shards, tmp_path, caps
     assert rates[0] == pytest.approx(1e-3) and rates[-1] == pytest.approx(0.1 * 1e-3, rel=0.05)
 
 
+def test_worker_processes_write_the_same_shards(shards, tmp_path):
+    main(["precompute", "--data", str(tmp_path), "--clips", "2", "--shard-size", "1",
+          "--workers", "2"])
+    together = torch.load(next(shards.glob("shard-*.pt")), weights_only=False)
+    for seed in (0, 1):
+        alone = torch.load(tmp_path / f"shard-{seed:05d}.pt", weights_only=False)
+        assert [m["seed"] for m in alone["meta"]] == [seed]
+        for key in ("latent", "clip", "sync", "text"):
+            assert torch.equal(alone[key][0], together[key][seed]), key
+
+
 def test_caption_path_trains_at_its_own_rate_and_old_checkpoints_resume():
     network = build_network("tiny")
     optimiser = _optimiser(network, 1e-3, 4.0)

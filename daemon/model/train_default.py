@@ -34,6 +34,7 @@ import argparse
 import copy
 import json
 import math
+import multiprocessing
 import platform
 import time
 from datetime import UTC, datetime
@@ -55,10 +56,22 @@ def _log(message: str) -> None:
 
 
 def precompute(args) -> None:
+    if args.workers > 1:
+        # Processes, not threads: the world and the front ends are mostly single-threaded
+        # numpy and FFmpeg work. Each writes every n-th shard; shards appear whole.
+        context = multiprocessing.get_context("spawn")
+        with context.Pool(args.workers) as pool:
+            pool.starmap(_precompute_part, [(args, (k, args.workers))
+                                            for k in range(args.workers)])
+        return
+    _precompute_part(args, (0, 1))
+
+
+def _precompute_part(args, part: tuple[int, int]) -> None:
     torch.set_num_threads(args.threads)
     start = args.first_seed
     precompute_shards(range(start, start + args.clips), args.data, WorldConfig(),
-                      shard_size=args.shard_size, log=_log)
+                      shard_size=args.shard_size, log=_log, part=part)
 
 
 def train(args) -> None:
@@ -228,7 +241,9 @@ def main(argv=None) -> None:
     p.add_argument("--clips", type=int, default=2400)
     p.add_argument("--first-seed", type=int, default=0)
     p.add_argument("--shard-size", type=int, default=100)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1, help="torch threads per worker")
+    p.add_argument("--workers", type=int, default=1,
+                   help="processes writing shards side by side (e.g. one per CPU core)")
     t = sub.add_parser("train", help="train on the shards")
     t.add_argument("--data", required=True)
     t.add_argument("--work", required=True)

@@ -38,9 +38,11 @@ def clip_inputs(clip, visual, codec, compress: bool = False) -> dict:
 
 def precompute_shards(seeds, out_dir: str | Path, config: WorldConfig | None = None,
                       shard_size: int = 100, compress_probability: float = 0.3,
-                      log=print) -> list[Path]:
+                      log=print, part: tuple[int, int] = (0, 1)) -> list[Path]:
     """Generate the clips of `seeds` and write their network inputs as shards in `out_dir`.
-    Shards already present are kept (the run can be resumed)."""
+    Shards already present are kept (the run can be resumed). `part` (k, n) writes only every
+    n-th shard from the k-th, so n processes can share the work; every shard's path is
+    returned either way."""
     from daemon.model.codec import MelCodec
     from daemon.model.text import MiniLMText
     from daemon.model.visual import MotionFeatures
@@ -57,7 +59,7 @@ def precompute_shards(seeds, out_dir: str | Path, config: WorldConfig | None = N
     for index in range(0, len(seeds), shard_size):
         path = out / f"shard-{index // shard_size:05d}.pt"
         written.append(path)
-        if path.exists():
+        if path.exists() or (index // shard_size) % part[1] != part[0]:
             continue
         started = time.time()
         rows, captions, meta = [], [], []
