@@ -428,8 +428,7 @@ def test_the_planner_and_the_daemon_reader_see_the_images_blender_shows(edit, sh
         assert image.mean() == pytest.approx(7 * (number - 100), abs=1), number
 
 
-def test_stills_and_images_that_are_no_sequence_are_skipped_with_reasons(edit, shots, addon,
-                                                                          tmp_path):
+def test_images_that_are_no_sequence_are_skipped_with_reasons(edit, shots, addon, tmp_path):
     loose = tmp_path / "loose"
     loose.mkdir()
     for name in ("shot_0001.png", "shot_0002.png", "shot_0004.png", "title.png", "logo.png"):
@@ -444,15 +443,12 @@ def test_stills_and_images_that_are_no_sequence_are_skipped_with_reasons(edit, s
     _image_strip(edit, "Holey", holey, SHOTS, 1, 60)
     _image_strip(edit, "Trimmed", holey, SHOTS, 2, 60).frame_final_end = 69  # ends at 0109
     _image_strip(edit, "Held", shots, SHOTS[:5], 1, 200).frame_final_end = 210  # past its images
-    # A still over footage (a logo) is heard through the footage: not reported.
     _image_strip(edit, "Plate", shots, SHOTS, 1, 100)
-    _image_strip(edit, "Logo", loose, ["logo.png"], 2, 105).frame_final_end = 120
 
     clips, skipped = addon.timeline.collect_picture(edit, selected_only=False)
-    assert sorted(c.strip for c in clips) == ["Plate", "Trimmed"]
+    assert sorted(c.strip for c in clips) == ["Plate", "Still", "Trimmed"]
     reasons = {s.strip: s.reason for s in skipped}
-    assert set(reasons) == {"Still", "Gapped", "Unnumbered", "Gone", "Holey", "Held"}
-    assert reasons["Still"].startswith("a still image has no motion to sound")
+    assert set(reasons) == {"Gapped", "Unnumbered", "Gone", "Holey", "Held"}
     assert "(shot_0002.png is followed by shot_0004.png)" in reasons["Gapped"]
     assert reasons["Gapped"].endswith("render the strip to a movie first")
     assert "(title.png has no frame number)" in reasons["Unnumbered"]
@@ -460,6 +456,42 @@ def test_stills_and_images_that_are_no_sequence_are_skipped_with_reasons(edit, s
     assert reasons["Holey"].startswith("1 of the strip's images are not in")
     assert "shot_0110.png" in reasons["Holey"]
     assert reasons["Held"].endswith("trim the strip to its images")
+
+
+def test_stills_are_freeze_frames_where_no_footage_shows(edit, shots, addon, tmp_path):
+    pytest.importorskip("opentimelineio")
+    from bridge.planner import PlanOptions, parse_timeline_json, plan_timeline
+    from daemon.media import decode_range
+    from daemon.timeline_job import check_media
+
+    cards = tmp_path / "cards"
+    cards.mkdir()
+    _write_png(cards / "photo.png", 90)
+    _write_png(cards / "logo.png", 200)
+    _image_strip(edit, "Photo", cards, ["photo.png"], 1, 1).frame_final_end = 25
+    _image_strip(edit, "Plate", shots, SHOTS, 1, 100)  # frames 100..129
+    # A logo over the plate is heard through the plate; past its end it is the picture.
+    _image_strip(edit, "Logo", cards, ["logo.png"], 2, 120).frame_final_end = 140
+    _image_strip(edit, "Lost", cards, ["photo.png"], 1, 200).directory = str(tmp_path / "gone")
+
+    clips, skipped = addon.timeline.collect_picture(edit, selected_only=False)
+    stills = {(c.strip, c.record_start, c.record_end): c for c in clips if c.freeze}
+    assert set(stills) == {("Photo", 1, 25), ("Logo", 130, 140)}
+    assert stills["Photo", 1, 25].media == str(cards / "photo.png")
+    ((name, reason),) = [(s.strip, s.reason) for s in skipped]
+    assert name == "Lost" and reason.startswith("image file not found")
+
+    timeline = addon.timeline.build_timeline(edit, selected_only=False)
+    plan = plan_timeline(parse_timeline_json(timeline.otio), PlanOptions())
+    assert [job.clip_names for job in plan.jobs] == [("Photo",), ("Plate",), ("Logo",)]
+    (segment,) = plan.jobs[0].segments
+    assert segment.media == str(cards / "photo.png") and segment.speed == 0
+    assert segment.duration == pytest.approx(24 / NTSC)
+    assert plan.jobs[2].record_start == pytest.approx(float(129 / NTSC))
+    # The daemon reads the one picture the still shows.
+    assert check_media(segment.media, segment.start_number) is None
+    decoded = decode_range(segment, fractions.Fraction(0), fractions.Fraction(0))
+    assert decoded.images[0].mean() == pytest.approx(90, abs=1)
 
 
 def _sound_file(path: Path) -> Path:

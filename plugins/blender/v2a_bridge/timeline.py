@@ -12,7 +12,8 @@ Timing facts this relies on (Blender 4.2–5.0):
 - an image strip shows one image per scene frame, the same way: at scene frame `f` it shows
   `elements[f - frame_start + animation_offset_start]`, a file in `directory`; `elements` lists
   every image of the strip, the trimmed ones too (`frame_duration` + both animation offsets);
-  a strip with a single element is a still image, shown on every frame of its length;
+  a strip with a single element is a still image, shown on every frame of its length (it is
+  read as a freeze frame where no movie or image sequence shows);
 - `frame_final_start`/`frame_final_end` are the visible handles (end exclusive);
 - strips inside a meta strip keep absolute scene frames; the meta's handles clip them;
 - a higher channel is drawn over a lower one; a meta draws on its own channel.
@@ -41,7 +42,6 @@ _UNREAD_FOOTAGE = {
 }
 # Picture with no motion of its own, or that only changes other strips: reported only where no
 # strip that is read shows at its frames (a title over footage is heard through the footage).
-# Still images (image strips of one image) are reported the same way.
 _UNREAD_OVERLAY = {
     "COLOR": "a colour strip is a flat colour with no motion to sound; V2A reads movie and "
              "image-sequence strips",
@@ -50,8 +50,6 @@ _UNREAD_OVERLAY = {
     "ADJUSTMENT": "an adjustment strip only changes the strips below it, and none of them is "
                   "read here; V2A reads movie and image-sequence strips",
 }
-_STILL_IMAGE = ("a still image has no motion to sound; V2A reads movies and numbered image "
-                "sequences (render it to a movie first if it should get sound)")
 # The frame number of an image file: its last run of digits.
 _NUMBERED = re.compile(r"^(.*?)(\d+)(\D*)$")
 
@@ -85,6 +83,7 @@ class PictureClip:
     layer: tuple[int, ...]  # channels from the top level down (meta channel, ..., strip channel)
     enabled: bool  # False when the strip, a meta around it or its channel is muted
     images: ImageNumbering | None = None  # an image sequence: how its files are named
+    freeze: bool = False  # a still image (`media` its file): one picture for the whole stretch
 
 
 @dataclass(frozen=True)
@@ -114,6 +113,8 @@ class _Reading:
     skipped: list[SkippedStrip] = field(default_factory=list)
     # (strip, first frame, end frame): reported only where no clip shows at those frames
     unread: list[tuple[SkippedStrip, int, int]] = field(default_factory=list)
+    # still images in scope: (strip, layer, first frame, end frame, enabled)
+    stills: list[tuple] = field(default_factory=list)
     listings: dict[str, set[str]] = field(default_factory=dict)  # folder -> its file names
 
 
@@ -130,7 +131,8 @@ def media_rate(fps: float) -> float:
 
 def collect_picture(scene, *, selected_only: bool) -> tuple[list[PictureClip], list[SkippedStrip]]:
     """The movie and image-sequence strips of `scene` (also inside meta strips) with their
-    visible timing, and the picture strips in scope that cannot be read, with the reason.
+    visible timing, still images as freeze frames where neither shows, and the picture strips
+    in scope that cannot be read, with the reason.
 
     `selected_only`: only selected strips and everything inside selected meta strips. Sound
     strips are never reported; see `_unread` for which other strips are."""
@@ -139,9 +141,12 @@ def collect_picture(scene, *, selected_only: bool) -> tuple[list[PictureClip], l
         return [], []
     reading = _Reading(rate=scene_fps(scene), selected_only=selected_only)
     _walk(editor, editor.channels, (), (-math.inf, math.inf), False, not selected_only, reading)
+    footage = sorted((c.record_start, c.record_end) for c in reading.clips if c.enabled)
+    for still in reading.stills:
+        reading.clips += _still_clips(*still, footage, reading)
     clips = sorted(reading.clips, key=lambda c: (c.record_start, c.layer))
     spans = sorted((c.record_start, c.record_end) for c in clips)
-    uncovered = [s for s, start, end in reading.unread if not _covered(spans, start, end)]
+    uncovered = [s for s, start, end in reading.unread if _uncovered(spans, start, end)]
     return clips, reading.skipped + uncovered
 
 
@@ -156,7 +161,10 @@ def _walk(container, channels, path, window, muted, chosen, reading: _Reading) -
             _walk(strip, strip.channels, layer, (start, end), strip_muted, strip_chosen, reading)
         elif end <= start or strip.type == "SOUND":
             continue
-        elif strip.type in _READERS and not _is_still(strip):
+        elif _is_still(strip):
+            if strip_chosen:
+                reading.stills.append((strip, layer, int(start), int(end), not strip_muted))
+        elif strip.type in _READERS:
             if strip_chosen:
                 clip = _READERS[strip.type](
                     strip, layer, int(start), int(end), not strip_muted, reading)
@@ -174,32 +182,20 @@ def _is_still(strip) -> bool:
 def _unread(strip, start, end, reading: _Reading) -> None:
     """Note a picture strip in scope that V2A cannot read (shown, or picked by the user).
 
-    Scene, clip and speed strips are footage the sound should follow: always reported. Still
-    images, colour, text, mask, adjustment and effect strips have no motion of their own or
-    only change the strips they sit on: reported only where nothing that is read shows at
-    their frames (a logo or a title over footage is heard through the footage)."""
+    Scene, clip and speed strips are footage the sound should follow: always reported. Colour,
+    text, mask, adjustment and effect strips have no motion of their own or only change the
+    strips they sit on: reported only where nothing that is read shows at their frames (a
+    title over footage is heard through the footage)."""
     footage = _UNREAD_FOOTAGE.get(strip.type)
     if footage is not None:
         reading.skipped.append(SkippedStrip(strip.name, footage))
         return
-    reason = _STILL_IMAGE if strip.type == "IMAGE" else _UNREAD_OVERLAY.get(strip.type)
+    reason = _UNREAD_OVERLAY.get(strip.type)
     if reason is None:
         kind = strip.type.lower().replace("_", " ")
         reason = (f"{kind} strips only combine or change other strips, and none of them is read "
                   "here; V2A reads movie and image-sequence strips")
     reading.unread.append((SkippedStrip(strip.name, reason), start, end))
-
-
-def _covered(spans: list[tuple[int, int]], start: int, end: int) -> bool:
-    """Whether the sorted `spans` (first frame, end frame) together cover [start, end)."""
-    at = start
-    for a, b in spans:
-        if a > at:
-            break
-        at = max(at, b)
-        if at >= end:
-            return True
-    return at >= end
 
 
 def _timing_problem(strip) -> str | None:
@@ -288,6 +284,40 @@ def _image_clip(strip, layer, start, end, enabled, reading: _Reading) -> Picture
         enabled=enabled,
         images=numbering,
     )
+
+
+def _still_clips(strip, layer, start, end, enabled, footage, reading: _Reading) -> list[PictureClip]:
+    """A still image as freeze frames, only where no movie or image sequence shows: a logo or
+    a title card over footage is heard through the footage; a photo on its own gets sound."""
+    free = _uncovered(footage, start, end)
+    if not free:
+        return []
+    path = os.path.normpath(os.path.abspath(bpy.path.abspath(
+        os.path.join(strip.directory, strip.elements[0].filename))))
+    if not os.path.isfile(path):
+        reading.skipped.append(SkippedStrip(
+            strip.name, f"image file not found: {path} (relink the strip to its media)"))
+        return []
+    return [PictureClip(strip=strip.name, media=path, media_rate=reading.rate, media_frames=1,
+                        content_start=0, record_start=a, record_end=b, layer=layer,
+                        enabled=enabled, freeze=True)
+            for a, b in free]
+
+
+def _uncovered(spans: list[tuple[int, int]], start: int, end: int) -> list[tuple[int, int]]:
+    """The parts of [start, end) that none of the sorted `spans` covers."""
+    free, at = [], start
+    for a, b in spans:
+        if b <= at:
+            continue
+        if a >= end:
+            break
+        if a > at:
+            free.append((at, a))
+        at = max(at, b)
+    if at < end:
+        free.append((at, end))
+    return free
 
 
 def image_numbering(names: list[str]) -> tuple[ImageNumbering | None, str]:
@@ -389,7 +419,14 @@ def _media_reference(clip: PictureClip) -> dict:
 def _clip(clip: PictureClip, rate: float) -> dict:
     frames = clip.record_end - clip.record_start
     effects = []
-    if abs(clip.media_rate - rate) < 1e-6:
+    if clip.freeze:
+        # OTIO's freeze frame: a time warp of 0 holds the source range's first frame.
+        duration = _time(frames, rate)
+        effects.append({
+            "OTIO_SCHEMA": "LinearTimeWarp.1", "metadata": {}, "name": "",
+            "effect_name": "FreezeFrame", "time_scalar": 0.0,
+        })
+    elif abs(clip.media_rate - rate) < 1e-6:
         duration = _time(frames, clip.media_rate)
     else:
         # Blender steps one movie frame per scene frame, so the picture runs at
