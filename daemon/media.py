@@ -165,6 +165,14 @@ class MediaReader:
             container.close()
         self._open.clear()
 
+    def is_still(self, segment: Segment) -> bool:
+        """Whether `segment.media` is one still image (a PNG, JPEG, TIFF, EXR... file, not a
+        sequence): it shows the same picture for as long as an edit holds it."""
+        if segment.image_rate is not None:
+            return False
+        container, _ = self.video(segment)
+        return container.format.name.endswith("_pipe") or container.format.name == "image2"
+
     def video(self, segment: Segment) -> tuple[av.container.InputContainer, av.video.VideoStream]:
         key = (segment.media, segment.image_rate, segment.start_number)
         if key not in self._open:

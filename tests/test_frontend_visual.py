@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 
+import av
 import numpy as np
 import pytest
 
@@ -133,6 +134,26 @@ def test_percent_signs_in_names_are_literal(tmp_path):
         [Segment(pattern, 0.0, 1.0, image_rate=25, start_number=1)])
     in_memory = MotionFeatures().encode_frames(frames, 25)
     np.testing.assert_allclose(from_files.sync.numpy(), in_memory.sync.numpy(), atol=1e-5)
+
+
+def test_a_still_image_file_is_held_for_any_range(tmp_path):
+    # Editors cut stills in with any source range: the one picture shows for all of it (before,
+    # a range past 0.04 s was refused as running past the end of the file).
+    frames = moving_box_frames(1, (64, 36))
+    still = tmp_path / "card.png"
+    with av.open(str(still), "w", format="image2") as out:
+        stream = out.add_stream("png", rate=1)
+        stream.width, stream.height, stream.pix_fmt = 64, 36, "rgb24"
+        for packet in stream.encode(av.VideoFrame.from_ndarray(frames[0], format="rgb24")):
+            out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    encoder = MotionFeatures()
+    held = encoder.encode_segments([Segment(str(still), 0.0, 2.0, speed=0.0)])
+    cut_in = encoder.encode_segments([Segment(str(still), 3.0, 2.0)])
+    np.testing.assert_array_equal(held.sync.numpy(), cut_in.sync.numpy())
+    in_memory = encoder.encode_frames(np.repeat(frames, 50, axis=0), 25)
+    np.testing.assert_allclose(cut_in.clip.numpy(), in_memory.clip.numpy(), atol=1e-5)
 
 
 def _numbered_sequence(tmp_path, count: int, rate: int = 25) -> str:

@@ -10,7 +10,7 @@ import soundfile as sf
 from bridge.planner import plan_timeline
 from bridge.preview import PreviewError, PreviewOptions, mix_generated_audio, render_preview
 from bridge.timeline_output import GeneratedClip, Take, build_output
-from tests.timeline_kit import clip, dissolve, gap, timeline, track, write_movie
+from tests.timeline_kit import _write_png, clip, dissolve, gap, timeline, track, write_movie
 
 
 def generated_edit(tmp_path):
@@ -65,6 +65,23 @@ def test_preview_has_picture_and_sound(tmp_path):
     with av.open(str(tmp_path / "preview.mp4")) as mp4:
         sound = np.concatenate([f.to_ndarray()[0] for f in mp4.decode(audio=0)])
     assert np.abs(sound[24000:36000]).mean() > 0.05  # A's sound is there
+
+
+def test_a_still_image_shows_for_its_whole_clip(tmp_path):
+    # A title card cut in from its 5th second for 3 s: a still file has one picture at 0.
+    card = tmp_path / "card.png"
+    _write_png(card, np.full((36, 64, 3), 120, np.uint8))
+    tl = timeline(track(clip("Card", 120, 72, media=str(card))))
+    plan = plan_timeline(tl)
+    (job,) = plan.jobs
+    path = tmp_path / "card.wav"
+    sf.write(path, np.full((job.num_samples, 2), 0.1, np.float32), 48000, subtype="PCM_24")
+    out, _ = build_output(tl, plan, {job.index: GeneratedClip(job, [Take(str(path), 0)])})
+    render_preview(out, tmp_path / "preview.mp4", PreviewOptions(width=64))
+    with av.open(str(tmp_path / "preview.mp4")) as mp4:
+        frames = [f.to_ndarray(format="rgb24").mean() for f in mp4.decode(video=0)]
+    assert len(frames) == 72
+    assert all(level == pytest.approx(120, abs=8) for level in frames)
 
 
 def test_preview_needs_generated_audio(tmp_path):

@@ -148,6 +148,10 @@ class Picture:
         start = to_fraction(segment.start)
         duration = to_fraction(segment.duration)
         speed = to_fraction(segment.speed)
+        if reader.is_still(segment):
+            # A photo or title card cut in for a while: its one picture, held (editors give
+            # stills any source range; a still image file has a single frame at time 0).
+            start, speed = Fraction(0), Fraction(0)
         end = start + speed * duration
         frames = decode_range(segment, min(start, end), max(start, end), size, reader)
         return _Piece(offset, duration, start, speed, first, frames)
