@@ -12,10 +12,10 @@ network already trains on the first shards):
 Training: conditional flow matching (daemon.model.flow.training_loss: logit-normal t, with
 `--low-t` of the samples at t < `--low-t-max`; 10 % picture (`--picture-dropout`) and 10 % text
 dropout to the learned empty features), AdamW (the caption's path optionally at
-`--condition-lr-scale` x the rate), linear warm-up from where each invocation starts, then a constant or (`--decay`)
-cosine-decaying rate, gradient clipping, an exponential moving average of the weights (what is
-shipped), latent statistics fitted on the data, a gain augmentation (a constant added to the
-log-mel latent = the same sound louder or quieter). It checkpoints every `--save-every` steps
+`--condition-lr-scale` x the rate), linear warm-up from where each invocation starts, then a
+constant or (`--decay`) cosine-decaying rate, gradient clipping, an exponential moving average
+of the weights (what is shipped), latent statistics fitted on the data, a gain augmentation (a
+constant added to the log-mel latent = the same sound louder or quieter). It checkpoints every `--save-every` steps
 and resumes from the checkpoint in `--work`. It stops at `--steps` or at `--deadline` (UTC),
 whichever comes first, and records the step count reached in the weights' metadata.
 
