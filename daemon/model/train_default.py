@@ -15,9 +15,10 @@ dropout to the learned empty features), AdamW (the caption's path optionally at
 `--condition-lr-scale` x the rate), linear warm-up from where each invocation starts, then a
 constant or (`--decay`) cosine-decaying rate, gradient clipping, an exponential moving average
 of the weights (what is shipped), latent statistics fitted on the data, a gain augmentation (a
-constant added to the log-mel latent = the same sound louder or quieter). It checkpoints every `--save-every` steps
-and resumes from the checkpoint in `--work`. It stops at `--steps` or at `--deadline` (UTC),
-whichever comes first, and records the step count reached in the weights' metadata.
+constant added to the log-mel latent = the same sound louder or quieter). It checkpoints
+every `--save-every` steps and resumes from the checkpoint in `--work`. It stops at `--steps`
+or at `--deadline` (UTC), whichever comes first, and records the step count reached in the
+weights' metadata.
 
 Why not `python -m daemon.model.train` (which also trains on the world, through
 `daemon.model.world.dataset:WorldDataset`)? That entry point computes a dataset's features once
