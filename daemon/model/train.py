@@ -43,7 +43,7 @@ from daemon.model.codec import AudioCodec, MelCodec
 from daemon.model.config import NetworkConfig, preset
 from daemon.model.data import DatasetError, FeatureSet, open_dataset, precompute
 from daemon.model.engine import pick_device
-from daemon.model.flow import TrainingSettings, autocast_for, training_loss
+from daemon.model.flow import TrainingSettings, autocast_for, make_generator, training_loss
 from daemon.model.network import V2ANetwork, build_network
 from daemon.model.text import MiniLMText, TextEncoder
 from daemon.model.visual import MotionFeatures, VisualEncoder
@@ -122,7 +122,7 @@ class Trainer:
             lr=cfg.lr, betas=(0.9, 0.95),
         )
         self.step = 0
-        self.generator = torch.Generator(device=device).manual_seed(cfg.seed)
+        self.generator = make_generator(device, cfg.seed)
         self.order = np.random.default_rng(cfg.seed)
         self.settings = TrainingSettings(picture_dropout=cfg.picture_dropout,
                                          text_dropout=cfg.text_dropout,

@@ -45,7 +45,13 @@ import torch
 
 from daemon.model.checkpoint import save_network
 from daemon.model.engine import pick_device
-from daemon.model.flow import TrainingSettings, autocast_for, fit_latent_statistics, training_loss
+from daemon.model.flow import (
+    TrainingSettings,
+    autocast_for,
+    fit_latent_statistics,
+    make_generator,
+    training_loss,
+)
 from daemon.model.network import build_network
 from daemon.model.train import cosine_decay, update_ema
 from daemon.model.world.clip import WorldConfig
@@ -111,7 +117,7 @@ def train(args) -> None:
     generator = torch.Generator().manual_seed(args.seed + step)  # batches and gains
     # The noise, t and dropout are drawn where the network is (on the CPU, the same stream).
     noise_generator = (generator if device.type == "cpu"
-                       else torch.Generator(device).manual_seed(args.seed + step))
+                       else make_generator(device, args.seed + step))
     losses: list[float] = []
     started = time.time() - spent
     # The rate decays (cosine, to --min-lr x lr) over what this invocation has left: from the

@@ -198,6 +198,11 @@ def _unread(strip, start, end, reading: _Reading) -> None:
     reading.unread.append((SkippedStrip(strip.name, reason), start, end))
 
 
+def _absolute(path: str) -> str:
+    """A strip's file or folder path (Blender's `//` means beside the .blend) made absolute."""
+    return os.path.normpath(os.path.abspath(bpy.path.abspath(path)))
+
+
 def _timing_problem(strip) -> str | None:
     """Why V2A cannot follow the strip's timing, or None (movie and image strips alike)."""
     if len(getattr(strip, "retiming_keys", ())) > 0:
@@ -210,7 +215,7 @@ def _timing_problem(strip) -> str | None:
 
 def _movie_clip(strip, layer, start, end, enabled, reading: _Reading) -> PictureClip | None:
     skipped = reading.skipped
-    movie = os.path.normpath(os.path.abspath(bpy.path.abspath(strip.filepath)))
+    movie = _absolute(strip.filepath)
     if not os.path.isfile(movie):
         skipped.append(SkippedStrip(
             strip.name, f"movie file not found: {movie} (relink the strip to its media)"))
@@ -244,7 +249,7 @@ def _image_clip(strip, layer, start, end, enabled, reading: _Reading) -> Picture
     scene's."""
     skipped = reading.skipped
     names = [element.filename for element in strip.elements]
-    folder = os.path.normpath(os.path.abspath(bpy.path.abspath(strip.directory)))
+    folder = _absolute(strip.directory)
     if not os.path.isdir(folder):
         skipped.append(SkippedStrip(
             strip.name, f"image folder not found: {folder} (relink the strip to its media)"))
@@ -292,8 +297,7 @@ def _still_clips(strip, layer, start, end, enabled, footage, reading: _Reading) 
     free = _uncovered(footage, start, end)
     if not free:
         return []
-    path = os.path.normpath(os.path.abspath(bpy.path.abspath(
-        os.path.join(strip.directory, strip.elements[0].filename))))
+    path = _absolute(os.path.join(strip.directory, strip.elements[0].filename))
     if not os.path.isfile(path):
         reading.skipped.append(SkippedStrip(
             strip.name, f"image file not found: {path} (relink the strip to its media)"))
