@@ -1,6 +1,7 @@
 """How visible each kind of event is to the default visual front end. Prints a table.
 
     python benchmarks/event_visibility.py [--train-clips 80 --test-clips 30]
+        [--detector daemon/model/weights/event_detector.safetensors]
 
 The network can only place a sound on the frame where its event happens if the sync features
 (MotionFeatures, 25 fps, after a real H.264 round trip) show that frame. This measures it
@@ -9,7 +10,8 @@ one-hidden-layer MLP) learns "an event starts on this frame" from the sync featu
 seven frames around it, on world clips of that class alone. Reported is the probe's average
 precision (AP) on other clips, next to the share of frames with an event (AP of a probe that
 sees nothing). An AP near that share means the front end does not show when the event
-happens, whatever the network learns.
+happens, whatever the network learns. With `--detector`, the sync features carry the
+contact detector's channels (daemon.model.events), as the shipped weights see them.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import time
 
 import numpy as np
 import torch
+
+from daemon.model.events import average_precision
 
 CLASSES = ("door_slam", "zap", "click", "impact_glass", "impact_wood", "footsteps_gravel",
            "footsteps_concrete")
@@ -38,13 +42,6 @@ def _clip_rows(seed: int, cls: str, visual) -> tuple[np.ndarray, np.ndarray]:
     padded = np.pad(sync, ((CONTEXT, CONTEXT), (0, 0)), mode="edge")
     windows = np.concatenate([padded[i:i + len(sync)] for i in range(2 * CONTEXT + 1)], axis=1)
     return windows, labels
-
-
-def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
-    order = np.argsort(-scores, kind="stable")
-    hits = labels[order]
-    precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
-    return float((precision * hits).sum() / max(1.0, hits.sum()))
 
 
 def _probe(x: torch.Tensor, y: torch.Tensor, hidden: int, iterations: int = 1500) -> torch.nn.Module:
@@ -67,12 +64,14 @@ def main() -> None:
     parser.add_argument("--train-clips", type=int, default=80)
     parser.add_argument("--test-clips", type=int, default=30)
     parser.add_argument("--classes", default=",".join(CLASSES))
+    parser.add_argument("--detector", default=None, help="add this contact detector's channels")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
+    from daemon.model.events import EventDetector
     from daemon.model.visual import MotionFeatures
 
-    visual = MotionFeatures()
+    visual = MotionFeatures(contacts=EventDetector.load(args.detector) if args.detector else None)
     print(f"{'class':20} {'frames with event':>17} {'AP linear':>9} {'AP MLP':>7}  seconds")
     for cls in args.classes.split(","):
         started = time.time()

@@ -51,7 +51,7 @@ from daemon.model.codec import AudioCodec, MelCodec, resample
 from daemon.model.flow import autocast_for, euler_sample, guided_velocity, make_generator
 from daemon.model.network import V2ANetwork
 from daemon.model.text import MiniLMText, TextEncoder
-from daemon.model.visual import MotionFeatures, VisualEncoder, VisualFeatures
+from daemon.model.visual import MotionFeatures, VisualEncoder, VisualFeatures, default_visual
 from daemon.model.windows import (
     Window,
     WindowSettings,
@@ -184,6 +184,8 @@ class V2AEngine:
     ) -> None:
         self._weights_arg = weights
         self._device_override = device
+        # Without a given encoder, the weights pick theirs when they load (default_visual).
+        self._visual_given = visual is not None
         self.visual = visual or MotionFeatures()
         self.text = text or MiniLMText()
         self.codec = codec or MelCodec()
@@ -252,6 +254,11 @@ class V2AEngine:
                 self.unload()
                 raise EngineOutOfMemory(f"loading {path.name} on {target}: {exc}") from exc
             raise
+        if not self._visual_given:
+            try:
+                self.visual = default_visual(network.config.sync_dim, path)
+            except FileNotFoundError as exc:
+                raise IncompatibleWeights(str(exc)) from exc
         self._check_front_ends(network, path)
         network.requires_grad_(False)
         self.text.encode([""])  # loads the text encoder now rather than on the first job

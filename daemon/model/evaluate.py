@@ -94,10 +94,11 @@ class ModelUnderTest:
         from daemon.model.checkpoint import load_network
         from daemon.model.codec import MelCodec
         from daemon.model.text import MiniLMText
-        from daemon.model.visual import MotionFeatures
+        from daemon.model.visual import default_visual
 
         self.network = load_network(weights, device=device).eval()
-        self.visual, self.text, self.codec = MotionFeatures(), MiniLMText(), MelCodec()
+        self.visual = default_visual(self.network.config.sync_dim, weights)
+        self.text, self.codec = MiniLMText(), MelCodec()
         self.weights = str(weights)
 
     @torch.inference_mode()

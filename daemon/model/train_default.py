@@ -44,6 +44,7 @@ from pathlib import Path
 import torch
 
 from daemon.model.checkpoint import save_network
+from daemon.model.config import preset
 from daemon.model.engine import pick_device
 from daemon.model.flow import (
     TrainingSettings,
@@ -78,7 +79,7 @@ def _precompute_part(args, part: tuple[int, int]) -> None:
     torch.set_num_threads(args.threads)
     start = args.first_seed
     precompute_shards(range(start, start + args.clips), args.data, WorldConfig(),
-                      shard_size=args.shard_size, log=_log, part=part)
+                      shard_size=args.shard_size, log=_log, part=part, detector=args.detector)
 
 
 def train(args) -> None:
@@ -96,7 +97,9 @@ def train(args) -> None:
         data.refresh()
 
     device = pick_device(args.device)
-    network = build_network(args.preset)
+    # The sync width comes from the data: the weight-free features alone, or with the
+    # contact detector's channels (precompute --detector).
+    network = build_network(preset(args.preset).with_(sync_dim=data.tensors["sync"].shape[-1]))
     settings = TrainingSettings(logit_normal_mean=args.t_mean,
                                 picture_dropout=args.picture_dropout,
                                 low_t_fraction=args.low_t, low_t_max=args.low_t_max)
@@ -108,8 +111,8 @@ def train(args) -> None:
     checkpoint = work / "checkpoint.pt"
     if checkpoint.exists():
         state = torch.load(checkpoint, weights_only=False, map_location=device)
-        network.load_state_dict(state["network"])
-        ema.load_state_dict(state["ema"])
+        network.load_state_dict(_widened(state["network"], network))
+        ema.load_state_dict(_widened(state["ema"], ema))
         _load_optimiser_state(optimiser, state["optimiser"], network)
         step, spent = state["step"], state["seconds"]
         _log(f"resumed at step {step}")
@@ -205,27 +208,59 @@ def _optimiser(network, lr: float, condition_lr_scale: float) -> torch.optim.Ada
 
 def _load_optimiser_state(optimiser: torch.optim.AdamW, saved: dict, network) -> None:
     """Resume the moments of every parameter, whatever grouping the checkpoint was saved with
-    (checkpoints from before the two groups have one)."""
+    (checkpoints from before the two groups have one), and of a network whose sync input grew
+    (the new channels' moments start at zero)."""
     if len(saved["param_groups"]) == len(optimiser.param_groups):
         scales = [g["lr_scale"] for g in optimiser.param_groups]
         optimiser.load_state_dict(saved)
         for group, scale in zip(optimiser.param_groups, scales, strict=True):
             group["lr_scale"] = scale
-        return
-    # Saved ids number the parameters in the order of the saved groups; a single group
-    # holds them in network.parameters() order.
-    order = [i for g in saved["param_groups"] for i in g["params"]]
-    parameters = list(network.parameters())
-    for index, parameter in zip(order, parameters, strict=True):
-        if index in saved["state"]:
-            optimiser.state[parameter] = dict(saved["state"][index])
+    else:
+        # Saved ids number the parameters in the order of the saved groups; a single group
+        # holds them in network.parameters() order.
+        order = [i for g in saved["param_groups"] for i in g["params"]]
+        parameters = list(network.parameters())
+        for index, parameter in zip(order, parameters, strict=True):
+            if index in saved["state"]:
+                optimiser.state[parameter] = dict(saved["state"][index])
+    for parameter in network.parameters():
+        moments = optimiser.state.get(parameter, {})
+        for key in ("exp_avg", "exp_avg_sq"):
+            if key in moments and moments[key].shape != parameter.shape:
+                moments[key] = _zero_padded(moments[key], parameter.shape)
+
+
+def _zero_padded(tensor: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """`tensor` grown to `shape` with zeros after its own values in every dimension."""
+    if len(shape) != tensor.dim() or any(new < old for new, old in zip(shape, tensor.shape, strict=True)):
+        raise ValueError(f"cannot grow {tuple(tensor.shape)} to {tuple(shape)}")
+    grown = tensor.new_zeros(shape)
+    grown[tuple(slice(0, n) for n in tensor.shape)] = tensor
+    return grown
+
+
+def _widened(state: dict[str, torch.Tensor], network) -> dict[str, torch.Tensor]:
+    """A checkpoint trained on fewer sync channels, fitted to `network`: the new channels'
+    weights start at zero, so the resumed network computes exactly what it did and learns to
+    use them from there."""
+    own = network.state_dict()
+    widened = dict(state)
+    for name in SYNC_INPUTS:
+        if name in state and state[name].shape != own[name].shape:
+            widened[name] = _zero_padded(state[name], own[name].shape)
+    return widened
+
+
+# The parameters that take sync features in (their last input dimension is sync_dim).
+SYNC_INPUTS = ("sync_input_proj.0.weight", "sync_pos_emb", "empty_sync_feat")
 
 
 def export(args) -> None:
     """Write the EMA weights of the latest checkpoint in `--work` (e.g. to evaluate a run
     while it is still training)."""
     state = torch.load(Path(args.work) / "checkpoint.pt", weights_only=False, map_location="cpu")
-    network = build_network(args.preset)
+    sync_dim = state["ema"]["empty_sync_feat"].shape[-1]
+    network = build_network(preset(args.preset).with_(sync_dim=sync_dim))
     network.load_state_dict(state["ema"])
     record = {"recipe": "daemon.model.train_default", "steps": state["step"],
               "train_seconds": round(state["seconds"]), "exported_from": "checkpoint"}
@@ -249,6 +284,8 @@ def main(argv=None) -> None:
     p.add_argument("--first-seed", type=int, default=0)
     p.add_argument("--shard-size", type=int, default=100)
     p.add_argument("--threads", type=int, default=1, help="torch threads per worker")
+    p.add_argument("--detector", default=None,
+                   help="event_detector.safetensors: add its contact channels to the sync features")
     p.add_argument("--workers", type=int, default=1,
                    help="processes writing shards side by side (e.g. one per CPU core)")
     t = sub.add_parser("train", help="train on the shards")

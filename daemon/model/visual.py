@@ -4,12 +4,15 @@ The network takes a semantic stream ("clip", 8 fps: what is on screen) and a syn
 (25 fps in whole segments of 8 frames: when things change). A `VisualEncoder` turns a request's
 picture (segments of media, or frames in memory) into both.
 
-The default, `MotionFeatures`, needs no weights. It decodes the range at 64x36 pixels and
+The default, `MotionFeatures`, is weight-free at its core. It decodes the range at 64x36 pixels and
 describes every output frame with hand-built measurements that mean the same thing on any
 footage: motion energy on a 4x4 grid, global frame and histogram differences (cuts, flashes),
 the sign of luminance change, a coarse optical flow, colour/luminance statistics and edge
 energy; the clip stream adds slower summaries over one second. All of it is normalised with
 fixed constants (never per-clip statistics, which would leak the clip into its own scale).
+Weights trained with them can add a small learned contact detector (`daemon.model.events`):
+its per-frame contact probabilities follow the 64 sync channels. `default_visual` picks what a
+network's weights were trained with.
 
 Timing. Output instant k of a stream at rate r is t_k = k / r seconds of output time. The
 appearance features of frame k describe the source frame being shown at t_k (picked by
@@ -36,7 +39,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Protocol, runtime_checkable
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import av
 import numpy as np
@@ -53,6 +57,9 @@ from daemon.media import (
     frame_rate,
     to_fraction,
 )
+
+if TYPE_CHECKING:
+    from daemon.model.events import EventDetector
 
 SYNC_SEGMENT = 8
 """The sync stream comes in segments of 8 frames (Synchformer's output layout)."""
@@ -434,7 +441,8 @@ def _slow_context(values: np.ndarray, width: int) -> np.ndarray:
 
 
 class MotionFeatures:
-    """Weight-free default visual encoder (64-d clip at 8 fps, 64-d sync at 25 fps)."""
+    """Default visual encoder: 64-d clip at 8 fps, 64-d sync at 25 fps, weight-free; with a
+    contact detector (`daemon.model.events`), its channels follow the 64 in the sync stream."""
 
     name = "motion-features-v1"
     clip_rate = Fraction(8)
@@ -442,8 +450,12 @@ class MotionFeatures:
     clip_dim = 64
     sync_dim = 64
 
-    def __init__(self, size: tuple[int, int] = PICTURE_SIZE) -> None:
+    def __init__(self, size: tuple[int, int] = PICTURE_SIZE, contacts: EventDetector | None = None) -> None:
         self.size = size
+        self.contacts = contacts
+        if contacts is not None:
+            self.name = f"{MotionFeatures.name}+contacts"
+            self.sync_dim = MotionFeatures.sync_dim + contacts.outputs
 
     def encode_segments(self, segments: Sequence[Segment]) -> VisualFeatures:
         return self.encode_picture(Picture.from_segments(segments, self.size))
@@ -472,6 +484,8 @@ class MotionFeatures:
         sync = np.concatenate(
             [appearance[sync_shown], _change_features(credited(self.sync_rate, sync_count))], axis=1
         )
+        if self.contacts is not None:
+            sync = np.concatenate([sync, self.contacts.features(images, sync_shown)], axis=1)
 
         clip_shown = picture.frames_at(self.clip_rate, clip_count)
         per = credited(self.clip_rate, clip_count)
@@ -496,3 +510,21 @@ class MotionFeatures:
             clip=torch.from_numpy(np.clip(clip, -LIMIT, LIMIT).astype(np.float32)),
             sync=torch.from_numpy(np.clip(sync, -LIMIT, LIMIT).astype(np.float32)),
         )
+
+
+def default_visual(sync_dim: int, weights: str | Path) -> MotionFeatures:
+    """The picture features a network taking `sync_dim` sync channels was trained with: the
+    weight-free features alone, or with the contact detector stored beside its weights.
+    A width that fits neither gets the plain features (the engine's check then says what the
+    network wants). Raises FileNotFoundError when the network needs a detector that is missing."""
+    from daemon.model.events import DETECTOR_FILE, FAMILIES, EventDetector
+
+    if sync_dim != MotionFeatures.sync_dim + len(FAMILIES):
+        return MotionFeatures()
+    path = Path(weights).parent / DETECTOR_FILE
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{Path(weights).name} was trained with the contact detector's sync channels, but "
+            f"{path} is missing: keep {DETECTOR_FILE} in the same folder as the weights"
+        )
+    return MotionFeatures(contacts=EventDetector.load(path))

@@ -5,8 +5,9 @@ every step, so `precompute_shards` turns seeds into exactly what the network con
 the same front ends the engine uses at generation time:
 
 - latent (250, 160): the clip's audio through the codec (`MelCodec.encode`),
-- clip (64, 64) and sync (200, 64): its frames through `MotionFeatures.encode_frames`, after
-  an optional real H.264 round trip (footage the engine sees has been compressed),
+- clip (64, 64) and sync (200, 64, or 68 with the contact detector): its frames through
+  `MotionFeatures.encode_frames`, after an optional real H.264 round trip (footage the engine
+  sees has been compressed),
 - text (32, 384): MiniLM token states of the caption ("" when the clip has none).
 
 Shards are `shard-00000.pt` files of `shard_size` clips (float16 to halve memory). Training
@@ -38,11 +39,13 @@ def clip_inputs(clip, visual, codec, compress: bool = False) -> dict:
 
 def precompute_shards(seeds, out_dir: str | Path, config: WorldConfig | None = None,
                       shard_size: int = 100, compress_probability: float = 0.3,
-                      log=print, part: tuple[int, int] = (0, 1)) -> list[Path]:
+                      log=print, part: tuple[int, int] = (0, 1),
+                      detector: str | Path | None = None) -> list[Path]:
     """Generate the clips of `seeds` and write their network inputs as shards in `out_dir`.
     Shards already present are kept (the run can be resumed). `part` (k, n) writes only every
     n-th shard from the k-th, so n processes can share the work; every shard's path is
-    returned either way."""
+    returned either way. With `detector` (an event_detector.safetensors), the sync features
+    carry its contact channels."""
     from daemon.model.codec import MelCodec
     from daemon.model.text import MiniLMText
     from daemon.model.visual import MotionFeatures
@@ -54,7 +57,12 @@ def precompute_shards(seeds, out_dir: str | Path, config: WorldConfig | None = N
         raise ValueError(f"seeds {bad[:5]} are held out for evaluation; train on 0..999999")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    visual, codec, text = MotionFeatures(), MelCodec(), MiniLMText(cache_size=4096)
+    contacts = None
+    if detector is not None:
+        from daemon.model.events import EventDetector
+
+        contacts = EventDetector.load(detector)
+    visual, codec, text = MotionFeatures(contacts=contacts), MelCodec(), MiniLMText(cache_size=4096)
     written = []
     for index in range(0, len(seeds), shard_size):
         path = out / f"shard-{index // shard_size:05d}.pt"
