@@ -468,6 +468,14 @@ def _reference_of(piece: _Piece) -> tuple[dict, tuple[str, str] | None]:
     if isinstance(ref, otio.schema.ExternalReference) and ref.target_url:
         return {"media": media_path(ref.target_url), "origin": origin, "end": end}, None
     if isinstance(ref, otio.schema.ImageSequenceReference) and ref.target_url_base:
+        if ref.frame_step != 1:
+            # FFmpeg's image2 demuxer reads numbers one by one: it would stop at the first gap.
+            return {}, (
+                "media_error",
+                f"clip {name!r} is an image sequence numbered in steps of {ref.frame_step}; "
+                "only sequences numbered one by one can be read: renumber the files or render "
+                "the clip to a movie",
+            )
         pad = max(1, ref.frame_zero_padding)
         base = media_path(ref.target_url_base)
         if base and not base.endswith(("/", "\\")):

@@ -235,6 +235,22 @@ def test_weights_for_other_front_ends_are_refused_clearly(tmp_path):
     assert not engine.loaded
 
 
+def test_weights_trained_with_contact_channels_bring_their_detector(tmp_path, video):
+    from daemon.model.events import DETECTOR_FILE, EventDetector
+
+    with_contacts = random_tiny_weights(tmp_path, "contacts", sync_dim=68)
+    engine = V2AEngine(weights=with_contacts, device="cpu")
+    with pytest.raises(IncompatibleWeights, match=f"keep {DETECTOR_FILE} in the same folder"):
+        engine.load("cpu")
+    assert not engine.loaded
+
+    EventDetector().save(tmp_path / DETECTOR_FILE, {})
+    engine.load("cpu")
+    assert engine.visual.name == "motion-features-v1+contacts" and engine.visual.sync_dim == 68
+    audio = engine.generate(_request(video, 0.5, 1.0), _ignore, _never)
+    assert audio.samples.shape == (2, OUTPUT_RATE) and np.isfinite(audio.samples).all()
+
+
 def test_unload_frees_the_network(weights):
     engine = V2AEngine(weights=weights, text=None, device="cpu")
     engine.load("cpu")

@@ -300,6 +300,14 @@ def test_image_sequence_segment_fields():
     assert seg.image_rate == 24.0 and seg.start_number == 1001
 
 
+def test_image_sequence_numbered_in_steps_is_refused_clearly():
+    tl = image_sequence()
+    tl.tracks[0][0].media_reference.frame_step = 2
+    (job,) = plan_timeline(tl).jobs
+    assert job.error[0] == "media_error" and "numbered in steps of 2" in job.error[1]
+    assert not job.segments
+
+
 def test_dissolve_is_mirrored_as_crossfade():
     plan = plan_timeline(dissolves())
     x, y = plan.crossfades

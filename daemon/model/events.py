@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--out", type=Path, required=True)
     run.add_argument("--clips", type=int, default=800)
     run.add_argument("--test-clips", type=int, default=60)
-    run.add_argument("--steps", type=int, default=3000)
+    run.add_argument("--steps", type=int, default=2500)
     run.add_argument("--workers", type=int, default=2)
     run.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
