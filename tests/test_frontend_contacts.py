@@ -10,7 +10,13 @@ import pytest
 import torch
 
 from daemon.model.config import preset
-from daemon.model.events import DETECTOR_FILE, FAMILIES, EventDetector, clip_luma_and_labels, family_of
+from daemon.model.events import (
+    DETECTOR_FILE,
+    FAMILIES,
+    EventDetector,
+    clip_luma_and_labels,
+    family_of,
+)
 from daemon.model.network import build_network
 from daemon.model.train_default import _load_optimiser_state, _optimiser, _widened
 from daemon.model.visual import MotionFeatures, default_visual
