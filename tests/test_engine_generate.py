@@ -243,8 +243,10 @@ def test_weights_trained_with_contact_channels_bring_their_detector(tmp_path, vi
     with pytest.raises(IncompatibleWeights, match=f"keep {DETECTOR_FILE} in the same folder"):
         engine.load("cpu")
     assert not engine.loaded
+    alone = engine.weights_hash
 
     EventDetector().save(tmp_path / DETECTOR_FILE, {})
+    assert engine.weights_hash != alone  # cached results made without it do not match
     engine.load("cpu")
     assert engine.visual.name == "motion-features-v1+contacts" and engine.visual.sync_dim == 68
     audio = engine.generate(_request(video, 0.5, 1.0), _ignore, _never)

@@ -48,6 +48,7 @@ from daemon.engine import (
 )
 from daemon.model.checkpoint import load_network
 from daemon.model.codec import AudioCodec, MelCodec, resample
+from daemon.model.events import DETECTOR_FILE
 from daemon.model.flow import autocast_for, euler_sample, guided_velocity, make_generator
 from daemon.model.network import V2ANetwork
 from daemon.model.text import MiniLMText, TextEncoder
@@ -211,18 +212,20 @@ class V2AEngine:
 
     @property
     def weights_hash(self) -> str:
-        """First 16 hex digits of the weights file's SHA-256 ("" when none is installed)."""
+        """First 16 hex digits of the SHA-256 of the weights file, and of the contact detector
+        beside it when there is one ("" when no weights are installed)."""
         try:
             path = self.weights_path
         except WeightsNotInstalled:
             return ""
-        stat = path.stat()
-        key = (str(path), stat.st_size, stat.st_mtime_ns)
+        files = [p for p in (path, path.parent / DETECTOR_FILE) if p.is_file()]
+        key = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
         if self._hash is None or self._hash[0] != key:
             digest = hashlib.sha256()
-            with path.open("rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    digest.update(block)
+            for file in files:
+                with file.open("rb") as f:
+                    for block in iter(lambda f=f: f.read(1 << 20), b""):
+                        digest.update(block)
             self._hash = (key, digest.hexdigest()[:16])
         return self._hash[1]
 
