@@ -3,6 +3,7 @@ a network trained without its channels grows them without changing what it compu
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -92,6 +93,20 @@ def test_labels_are_the_world_contact_frames():
     expected = {(e.frame, FAMILIES.index(family_of(e.cls))) for e in clip.events
                 if e.onset and family_of(e.cls) and e.frame < 200}
     assert set(zip(*np.nonzero(labels), strict=True)) == expected and expected
+
+
+def test_training_entry_point_writes_a_detector_that_loads(tmp_path):
+    from daemon.model.events import main
+
+    out = tmp_path / DETECTOR_FILE
+    main(["train", "--out", str(out), "--clips", "2", "--test-clips", "2", "--steps", "2",
+          "--workers", "1", "--threads", "1"])
+    from safetensors import safe_open
+
+    with safe_open(str(out), "pt") as f:
+        meta = json.loads(f.metadata()["meta"])
+    assert meta["steps"] == 2 and meta["clips"] == 2 and set(meta["held_out_ap"]) <= set(FAMILIES)
+    assert EventDetector.load(out).features(_frames(10), np.arange(10)).shape == (10, 4)
 
 
 @pytest.mark.skipif(not SHIPPED.exists(), reason="no shipped detector")
