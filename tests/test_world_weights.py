@@ -28,14 +28,17 @@ def test_shipped_weights_load_and_generate_finite_audio():
     from daemon.model.checkpoint import load_network
     from daemon.model.codec import MelCodec
     from daemon.model.text import MiniLMText
-    from daemon.model.visual import MotionFeatures
+    from daemon.model.visual import default_visual
     from daemon.model.windows import generate_latents
     from daemon.model.world import WorldConfig, generate_clip
 
     network = load_network(TINY)
     assert network.config.hidden_dim == 128
     clip = generate_clip(1_000_000, WorldConfig(duration=2.0))
-    picture = MotionFeatures().encode_frames(clip.frames, clip.fps)
+    # The front end these weights were trained with (the contact detector beside them).
+    visual = default_visual(network.config.sync_dim, TINY)
+    assert visual.sync_dim == network.config.sync_dim == 68
+    picture = visual.encode_frames(clip.frames, clip.fps)
     text = MiniLMText().encode([clip.caption or ""]).tokens
     n = network.config.seq_lens_for(2.0)[0]
     latents = generate_latents(network, picture.clip[None], picture.sync[None], text, n,
