@@ -10,7 +10,8 @@ Prints one table. Rows:
 - decode + features 1080p H.264: the engine's picture features (MotionFeatures, with the
   contact detector when the weights use it, and without it) over a 10 s 1920x1080 25 fps
   H.264 file made here (libx264 veryfast, crf 20, keyframe every 2 s, moving textured picture;
-  its bitrate is printed), from the start and seeking into the middle, as a multiple of real time; goal >= 10x.
+  its bitrate is printed), from the start and seeking into the middle, as a multiple of real
+  time; goal >= 10x.
 - Griffin-Lim iterations: decode time of 8 s for 16/32/48/64 iterations.
 
 The machine's load average and OMP_WAIT_POLICY are printed too: on a shared CPU the figures

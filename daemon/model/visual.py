@@ -4,13 +4,13 @@ The network takes a semantic stream ("clip", 8 fps: what is on screen) and a syn
 (25 fps in whole segments of 8 frames: when things change). A `VisualEncoder` turns a request's
 picture (segments of media, or frames in memory) into both.
 
-The default, `MotionFeatures`, is weight-free at its core. It decodes the range at 64x36 pixels and
-describes every output frame with hand-built measurements that mean the same thing on any
-footage: motion energy on a 4x4 grid, global frame and histogram differences (cuts, flashes),
-the sign of luminance change, a coarse optical flow, colour/luminance statistics and edge
-energy; the clip stream adds slower summaries over one second. All of it is normalised with
-fixed constants (never per-clip statistics, which would leak the clip into its own scale).
-Weights trained with them can add a small learned contact detector (`daemon.model.events`):
+The default, `MotionFeatures`, is weight-free at its core. It decodes the range at 64x36
+pixels and describes every output frame with hand-built measurements that mean the same thing
+on any footage: motion energy on a 4x4 grid, global frame and histogram differences (cuts,
+flashes), the sign of luminance change, a coarse optical flow, colour/luminance statistics and
+edge energy; the clip stream adds slower summaries over one second. All of it is normalised
+with fixed constants (never per-clip statistics, which would leak the clip into its own
+scale). Weights trained with them can add a small learned contact detector (`daemon.model.events`):
 its per-frame contact probabilities follow the 64 sync channels. `default_visual` picks what a
 network's weights were trained with.
 
