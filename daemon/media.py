@@ -17,6 +17,7 @@ import re
 from bisect import bisect_right
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any
 
 import av
 import numpy as np
@@ -50,6 +51,8 @@ class DecodedFrames:
     images: np.ndarray  # (F, H, W, 3) uint8
     frame_duration: Fraction
     """Nominal duration of one frame (1 / frame rate), for the last frame's display end."""
+    detail: np.ndarray | None = None
+    """When asked for: each frame's luminance at twice the size, (F, 2H, 2W) uint8."""
 
     def shown_at(self, media_time: Fraction) -> int:
         """Index of the frame on screen at `media_time` (the last one that started by then)."""
@@ -80,6 +83,31 @@ class FrameShrinker:
             frame, width=width, height=height, format="rgb24", interpolation="AREA", threads=1
         )
         return small.to_ndarray()
+
+    def with_detail(self, frame: av.VideoFrame) -> tuple[np.ndarray, np.ndarray]:
+        """The frame at `size` and its luminance at twice that size, from one scaling: the
+        small picture is the 2x2 means of the large one (what the area scaler would give, to
+        the rounding)."""
+        width, height = self.size
+        large = self._reformatter.reformat(
+            frame, width=2 * width, height=2 * height, format="rgb24", interpolation="AREA", threads=1
+        ).to_ndarray()
+        return halve(large), luminance(large)
+
+
+_BT709 = np.array([0.2126, 0.7152, 0.0722], np.float32)
+
+
+def luminance(image: np.ndarray) -> np.ndarray:
+    """(..., 3) uint8 RGB -> (...) uint8 luminance (BT.709 weights)."""
+    return np.rint(image.astype(np.float32) @ _BT709).astype(np.uint8)
+
+
+def halve(images: np.ndarray) -> np.ndarray:
+    """(..., 2H, 2W, C) uint8 -> (..., H, W, C) uint8: the rounded mean of each 2x2 block."""
+    *lead, height, width, channels = images.shape
+    blocks = images.reshape(*lead, height // 2, 2, width // 2, 2, channels).astype(np.uint16)
+    return ((blocks.sum(axis=(-4, -2)) + 2) // 4).astype(np.uint8)
 
 
 _FRAME_NUMBER = re.compile(r"(?<!%)%0?\d*d")  # printf's frame number: %d, %04d
@@ -191,8 +219,10 @@ def decode_range(
     end: Fraction,
     size: tuple[int, int] = PICTURE_SIZE,
     reader: MediaReader | None = None,
+    detail: bool = False,
 ) -> DecodedFrames:
-    """Decode the frames shown during media time [start, end] of `segment.media` at `size`.
+    """Decode the frames shown during media time [start, end] of `segment.media` at `size`
+    (and, with `detail`, their luminance at twice that size).
 
     Seeks to the keyframe before `start` and decodes forward; stops at the first frame that
     starts after `end`. Raises MediaError when the file is unreadable or the range lies outside
@@ -206,13 +236,13 @@ def decode_range(
         )
     if reader is None:
         with MediaReader() as own:
-            return decode_range(segment, start, end, size, own)
+            return decode_range(segment, start, end, size, own, detail)
     container, stream = reader.video(segment)
     try:
         frame_duration = _frame_duration(stream)
         for backoff in _SEEK_BACKOFF:
             frames = _decode_from_seek(
-                container, stream, start, end, size, backoff, frame_duration
+                container, stream, start, end, size, backoff, frame_duration, detail
             )
             # A seek can land after `start` (sparse index); then try again from further back,
             # unless this pass already decoded from the file's first frame.
@@ -233,6 +263,10 @@ def decode_range(
             f"{float(last_end):.3f} s; shorten the clip or relink the full-length media"
         )
     times = [t for t, _ in frames]
+    if detail:
+        images = np.stack([small for _, (small, _) in frames])
+        large = np.stack([luma for _, (_, luma) in frames])
+        return DecodedFrames(times, images, frame_duration, detail=large)
     images = np.stack([image for _, image in frames])
     return DecodedFrames(times=times, images=images, frame_duration=frame_duration)
 
@@ -245,7 +279,8 @@ def _decode_from_seek(
     size: tuple[int, int],
     backoff: Fraction | None,
     frame_duration: Fraction,
-) -> list[tuple[Fraction, np.ndarray]]:
+    detail: bool = False,
+) -> list[tuple[Fraction, Any]]:
     time_base = Fraction(stream.time_base)
     origin = stream.start_time or 0
     target = 0 if backoff is None else max(0, start - backoff - frame_duration)
@@ -255,8 +290,9 @@ def _decode_from_seek(
         # The file's beginning, in FFmpeg's own time base: seeking a stream to its start_time
         # lands past the first keyframe in MPEG-TS.
         container.seek(0)
-    shrink = FrameShrinker(size)
-    kept: list[tuple[Fraction, np.ndarray]] = []
+    shrinker = FrameShrinker(size)
+    shrink = shrinker.with_detail if detail else shrinker
+    kept: list[tuple[Fraction, Any]] = []
     for frame in container.decode(stream):
         if frame.pts is None:
             continue

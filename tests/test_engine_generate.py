@@ -245,6 +245,13 @@ def test_weights_trained_with_contact_channels_bring_their_detector(tmp_path, vi
     assert not engine.loaded
     alone = engine.weights_hash
 
+    # A detector of the first build (64x36 input, no size in its file) is refused, not misread.
+    from safetensors.torch import save_file
+    save_file(dict(EventDetector().state_dict()), str(tmp_path / DETECTOR_FILE),
+              metadata={"families": "impact,footsteps,flash,door"})
+    with pytest.raises(IncompatibleWeights, match="retrain it"):
+        engine.load("cpu")
+
     EventDetector().save(tmp_path / DETECTOR_FILE, {})
     assert engine.weights_hash != alone  # cached results made without it do not match
     engine.load("cpu")

@@ -6,12 +6,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 import torch
 
+from daemon.engine import Segment
+from daemon.media import FrameShrinker, halve, luminance
 from daemon.model.config import preset
 from daemon.model.events import (
+    CONTEXT,
     DETECTOR_FILE,
     FAMILIES,
     EventDetector,
@@ -20,7 +24,8 @@ from daemon.model.events import (
 )
 from daemon.model.network import build_network
 from daemon.model.train_default import _load_optimiser_state, _optimiser, _widened
-from daemon.model.visual import MotionFeatures, default_visual
+from daemon.model.visual import MotionFeatures, Picture, default_visual
+from tests.frontend_media import moving_box_frames, write_image_sequence
 
 SHIPPED = Path(__file__).resolve().parents[1] / "daemon" / "model" / "weights" / DETECTOR_FILE
 
@@ -30,9 +35,14 @@ def _detector(seed: int = 0) -> EventDetector:
     return EventDetector().eval().requires_grad_(False)
 
 
-def _frames(count: int = 40) -> np.ndarray:
+def _frames(count: int = 40, size: tuple[int, int] = (128, 72)) -> np.ndarray:
     rng = np.random.default_rng(3)
-    return rng.integers(0, 256, (count, 36, 64, 3), dtype=np.uint8)
+    return rng.integers(0, 256, (count, size[1], size[0], 3), dtype=np.uint8)
+
+
+def _detail(count: int = 40) -> np.ndarray:
+    """Luminance planes the detector looks at."""
+    return np.random.default_rng(4).integers(0, 256, (count, 72, 128), dtype=np.uint8)
 
 
 def test_world_classes_map_to_contact_families():
@@ -42,7 +52,7 @@ def test_world_classes_map_to_contact_families():
 
 
 def test_channels_are_probabilities_and_chunks_join_exactly():
-    detector, images = _detector(), _frames()
+    detector, images = _detector(), _detail()
     shown = np.array([min(i // 2, 39) for i in range(64)])  # a 50 -> 25 fps style mapping, held end
     whole = detector.features(images, shown)
     assert whole.shape == (64, len(FAMILIES)) and whole.dtype == np.float32
@@ -51,27 +61,74 @@ def test_channels_are_probabilities_and_chunks_join_exactly():
     np.testing.assert_allclose(detector.features(images, shown, chunk=7), whole, atol=1e-5)
 
 
+def test_a_frame_is_judged_from_its_context_in_time_and_nothing_further():
+    detector, luma = _detector(2), torch.rand(1, 3 * CONTEXT, 72, 128)
+    judged = CONTEXT + 2
+    before = detector(luma)[0, judged]
+    for frame, reached in ((judged - CONTEXT, True), (judged + CONTEXT - 1, True),
+                           (judged - CONTEXT - 1, False), (judged + CONTEXT, False)):
+        changed = luma.clone()
+        changed[0, frame] = torch.rand(72, 128)
+        moved = (detector(changed)[0, judged] - before).abs().max().item()
+        assert (moved > 1e-6) == reached, frame
+
+
 def test_weights_round_trip_and_other_families_are_refused(tmp_path):
     detector = _detector(1)
     detector.save(tmp_path / DETECTOR_FILE, {"steps": 0})
     loaded = EventDetector.load(tmp_path / DETECTOR_FILE)
-    images, shown = _frames(12), np.arange(12)
+    images, shown = _detail(12), np.arange(12)
     np.testing.assert_array_equal(loaded.features(images, shown), detector.features(images, shown))
+    with pytest.raises(ValueError, match="looks at 128x72 luminance, not 64x36"):
+        loaded.features(images[:, ::2, ::2], shown)
 
     from safetensors.torch import save_file
     save_file(dict(detector.state_dict()), str(tmp_path / "other.safetensors"),
               metadata={"families": "impact,footsteps"})
     with pytest.raises(ValueError, match="expects impact,footsteps,flash,door"):
         EventDetector.load(tmp_path / "other.safetensors")
+    # A detector of the first build looked at 64x36 pictures (its file says no size).
+    save_file(dict(detector.state_dict()), str(tmp_path / "first.safetensors"),
+              metadata={"families": ",".join(FAMILIES)})
+    with pytest.raises(ValueError, match="looks at 64x36 pictures, this build at 128x72: retrain"):
+        EventDetector.load(tmp_path / "first.safetensors")
+    # One of another design at the same size (other layers) is refused as well.
+    save_file({"conv.0.weight": torch.zeros(24, 9, 4, 4)}, str(tmp_path / "second.safetensors"),
+              metadata={"families": ",".join(FAMILIES), "input": "128x72"})
+    with pytest.raises(ValueError, match="another build of the contact detector: retrain it"):
+        EventDetector.load(tmp_path / "second.safetensors")
 
 
 def test_contact_channels_follow_the_plain_sync_features(tmp_path):
-    frames = _frames(30)
-    plain = MotionFeatures().encode_frames(frames, 25)
+    frames = _frames(30)  # 128x72: the detail is these frames, the picture their 2x2 means
+    plain = MotionFeatures().encode_frames(halve(frames), 25)
     with_contacts = MotionFeatures(contacts=_detector()).encode_frames(frames, 25)
     assert with_contacts.sync.shape == (32, 68)
     torch.testing.assert_close(with_contacts.sync[:, :64], plain.sync)
     torch.testing.assert_close(with_contacts.clip, plain.clip)
+
+
+def test_detail_is_the_luminance_at_twice_the_size_from_files_as_in_memory(tmp_path):
+    frames = moving_box_frames(30, (256, 144))
+    pattern = write_image_sequence(tmp_path / "seq", frames, start_number=0)
+    from_files = Picture.from_segments([Segment(pattern, 0.0, 1.0, image_rate=25)], detail=True)
+    in_memory = Picture.from_frames(frames[:25], 25, detail=True)
+    assert from_files.detail.shape == (26, 72, 128) and from_files.detail.dtype == np.uint8
+    np.testing.assert_array_equal(from_files.detail[:25], in_memory.detail)
+    np.testing.assert_array_equal(from_files.images[:25], in_memory.images)
+    # The picture is the detail's 2x2 means; the detail its luminance.
+    twice = np.stack([FrameShrinker((128, 72))(av.VideoFrame.from_ndarray(f, format="rgb24"))
+                      for f in frames[:25]])
+    np.testing.assert_array_equal(in_memory.images, halve(twice))
+    np.testing.assert_array_equal(in_memory.detail, luminance(twice))
+    assert Picture.from_frames(frames[:5], 25).detail is None
+
+
+def test_halving_and_luminance():
+    image = np.array([[[0, 0, 0], [4, 8, 255]], [[2, 2, 2], [1, 1, 255]]], np.uint8)
+    np.testing.assert_array_equal(halve(image), [[[2, 3, 128]]])  # rounded: (0+4+2+1+2)//4 = 2
+    np.testing.assert_array_equal(luminance(np.array([[255, 255, 255], [255, 0, 0]], np.uint8)),
+                                  [255, 54])
 
 
 def test_weights_pick_their_visual_front_end(tmp_path):
@@ -89,7 +146,8 @@ def test_labels_are_the_world_contact_frames():
 
     luma, labels = clip_luma_and_labels(5, compress=False)
     clip = generate_clip(5)
-    assert luma.shape == (200, 36, 64) and labels.shape == (200, len(FAMILIES))
+    assert luma.shape == (200, 72, 128) and luma.dtype == np.uint8
+    assert labels.shape == (200, len(FAMILIES))
     expected = {(e.frame, FAMILIES.index(family_of(e.cls))) for e in clip.events
                 if e.onset and family_of(e.cls) and e.frame < 200}
     assert set(zip(*np.nonzero(labels), strict=True)) == expected and expected
@@ -106,7 +164,7 @@ def test_training_entry_point_writes_a_detector_that_loads(tmp_path):
     with safe_open(str(out), "pt") as f:
         meta = json.loads(f.metadata()["meta"])
     assert meta["steps"] == 2 and meta["clips"] == 2 and set(meta["held_out_ap"]) <= set(FAMILIES)
-    assert EventDetector.load(out).features(_frames(10), np.arange(10)).shape == (10, 4)
+    assert EventDetector.load(out).features(_detail(10), np.arange(10)).shape == (10, 4)
 
 
 @pytest.mark.skipif(not SHIPPED.exists(), reason="no shipped detector")

@@ -260,7 +260,7 @@ class V2AEngine:
         if not self._visual_given:
             try:
                 self.visual = default_visual(network.config.sync_dim, path)
-            except FileNotFoundError as exc:
+            except (FileNotFoundError, ValueError) as exc:  # missing, or from another build
                 raise IncompatibleWeights(str(exc)) from exc
         self._check_front_ends(network, path)
         network.requires_grad_(False)

@@ -2,12 +2,14 @@
 
 The weight-free sync features (`visual.MotionFeatures`) show flashes and door slams on their
 exact frame, but a foot plant or a small object landing barely moves their grid averages: a
-walking figure keeps moving at the same speed, and only the shape of its legs says when a foot
-lands. This detector looks at the luminance of five shown frames around each output frame
-(t-2 .. t+2, 64x36) with three convolutions and pools over the whole picture (max and mean), so
-it finds a contact wherever it is in the frame. It gives one probability per family of
-contact (impact, footsteps, flash, door) for every frame of the sync stream; the network sees
-them as extra sync channels.
+walking figure keeps moving at the same speed, and only its legs say when a foot lands: their
+spread peaks and the swinging foot stops, a pixel or so a frame at 128x72. So this detector
+looks at the luminance at 128x72, twice the size the weight-free features use, and at the
+frames from `CONTEXT` (10) before each output frame to 9 after it: a small convolutional
+network over each frame, then convolutions over time and space, pooled over the whole picture
+(max and mean), so it finds a contact wherever it is in the frame. It gives one probability per
+family of contact (impact, footsteps, flash, door) for every frame of the sync stream; the
+network sees them as extra sync channels.
 
 It is trained on world clips with known contact frames, apart from the flow model's own
 training clips, and stored next to the network's weights:
@@ -34,7 +36,9 @@ FAMILIES = ("impact", "footsteps", "flash", "door")
 door_slam)."""
 DETECTOR_FILE = "event_detector.safetensors"
 """Its name beside the network weights trained with its channels."""
-REACH = 2  # frames each side of the one judged
+REACH = 3  # frames each side of each convolution over time
+CONTEXT = 3 * REACH + 1
+"""Frames each side that an output frame depends on (the change from the frame before adds one)."""
 SCALE = 4.0  # a certain contact is 4.0 in the sync stream, like a strong motion feature
 DETECTOR_SEEDS = range(500_000, 600_000)
 """Training seeds of the detector: inside the world's training range, apart from the flow
@@ -51,61 +55,85 @@ def family_of(cls: str) -> str | None:
 
 
 class EventDetector(nn.Module):
-    """(B, T, H, W) luminance in [0, 1] -> (B, T, len(FAMILIES)) contact logits."""
+    """(B, T, 72, 128) luminance in [0, 1] -> (B, T, len(FAMILIES)) contact logits.
+
+    Each frame first on its own: its levels and its change from the frame before, through two
+    convolutions that each halve the size (to 32x18). Then time: two blocks of a 3x3
+    convolution in space and one over 2 x REACH + 1 frames, and after pooling over the picture
+    (max and mean) a last one over frames. A foot plant is where a leg's swing turns, and the
+    turn only shows across several frames, hence the reach in time: `CONTEXT` frames before,
+    one fewer after."""
+
+    input_size = (128, 72)  # width, height: `Picture.detail` of a 64x36 picture
 
     def __init__(self, width: int = 24) -> None:
         super().__init__()
-        frames = 2 * REACH + 1
-        self.conv = nn.Sequential(
-            nn.Conv2d(2 * frames - 1, width, 3, padding=1), nn.GELU(),
-            nn.Conv2d(width, width, 3, padding=1), nn.GELU(),
-            nn.Conv2d(width, 32, 3, padding=1, stride=2), nn.GELU(),
+        self.frame = nn.Sequential(
+            nn.Conv2d(2, 16, 4, padding=1, stride=2), nn.GELU(),
+            nn.Conv2d(16, width, 3, padding=1, stride=2), nn.GELU(),
         )
-        self.head = nn.Linear(64, len(FAMILIES))
+        self.space = nn.ModuleList(nn.Conv3d(width, width, (1, 3, 3), padding=(0, 1, 1)) for _ in range(2))
+        self.time = nn.ModuleList(nn.Conv3d(width, width, (2 * REACH + 1, 1, 1), padding=(REACH, 0, 0))
+                                  for _ in range(2))
+        self.head = nn.Conv1d(2 * width, len(FAMILIES), 2 * REACH + 1, padding=REACH)
         self.outputs = len(FAMILIES)
 
     def forward(self, luma: torch.Tensor) -> torch.Tensor:
         b, t, h, w = luma.shape
-        held = torch.cat([luma[:, :1]] * REACH + [luma] + [luma[:, -1:]] * REACH, dim=1)
-        window = torch.stack([held[:, i:i + t] for i in range(2 * REACH + 1)], dim=2)
-        # Levels relative to each frame's mean (exposure and flashes aside), and the changes
-        # between neighbours at a scale where a small movement is about 1.
-        window = window - window.mean(dim=(3, 4), keepdim=True)
-        changes = 10.0 * (window[:, :, 1:] - window[:, :, :-1])
-        x = self.conv(torch.cat([window, changes], dim=2).reshape(b * t, -1, h, w))
-        pooled = torch.cat([x.amax(dim=(2, 3)), x.mean(dim=(2, 3))], dim=1)
-        return self.head(pooled).reshape(b, t, len(FAMILIES))
+        # Levels relative to each frame's mean (exposure and flashes aside), and the change from
+        # the frame before at a scale where a small movement is about 1.
+        levels = luma - luma.mean(dim=(2, 3), keepdim=True)
+        changes = 10.0 * torch.diff(levels, dim=1, prepend=levels[:, :1])
+        x = self.frame(torch.stack([levels, changes], dim=2).reshape(b * t, 2, h, w))
+        x = x.reshape(b, t, *x.shape[1:]).transpose(1, 2)  # (B, C, T, h, w)
+        for space, time_ in zip(self.space, self.time, strict=True):
+            x = x + time_(F.gelu(space(x)))
+            x = F.gelu(x)
+        pooled = torch.cat([x.amax(dim=(3, 4)), x.mean(dim=(3, 4))], dim=1)  # (B, 2C, T)
+        return self.head(pooled).transpose(1, 2)
 
     @torch.no_grad()
-    def features(self, images: np.ndarray, shown: np.ndarray, chunk: int = 256) -> np.ndarray:
-        """Sync channels of the frames `images[shown]` ((N, H, W, 3) uint8, one index per
-        output frame) -> (T, len(FAMILIES)) float32: SCALE x the probability of a contact on
-        each frame. Luminance is made a chunk at a time, so long pictures stay small."""
-        from daemon.model.visual import _luma
-
+    def features(self, detail: np.ndarray, shown: np.ndarray, chunk: int = 256) -> np.ndarray:
+        """Sync channels of the frames `detail[shown]` ((N, 72, 128) uint8 luminance, one index
+        per output frame) -> (T, len(FAMILIES)) float32: SCALE x the probability of a contact
+        on each frame, a chunk of frames at a time, so long pictures stay small."""
+        if detail.shape[1:] != self.input_size[::-1]:
+            raise ValueError(f"the contact detector looks at {self.input_size[0]}x{self.input_size[1]} "
+                             f"luminance, not {detail.shape[2]}x{detail.shape[1]}")
         parts = []
         for start in range(0, len(shown), chunk):
-            # Each chunk carries its REACH neighbours so the seams are exact.
-            lo, hi = max(0, start - REACH), min(len(shown), start + chunk + REACH)
-            luma = torch.from_numpy(_luma(images[shown[lo:hi]]))
+            # Each chunk carries its CONTEXT neighbours so the seams are exact.
+            lo, hi = max(0, start - CONTEXT), min(len(shown), start + chunk + CONTEXT)
+            luma = torch.from_numpy(detail[shown[lo:hi]]).float() / 255.0
             logits = self(luma[None])[0]
             parts.append(logits[start - lo:start - lo + min(chunk, len(shown) - start)])
         return (SCALE * torch.sigmoid(torch.cat(parts))).numpy().astype(np.float32)
 
     def save(self, path: str | Path, meta: dict) -> None:
+        width, height = self.input_size
         save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(path),
-                  metadata={"families": ",".join(FAMILIES), "meta": json.dumps(meta)})
+                  metadata={"families": ",".join(FAMILIES), "input": f"{width}x{height}",
+                            "meta": json.dumps(meta)})
 
     @classmethod
     def load(cls, path: str | Path) -> EventDetector:
         from safetensors import safe_open
 
         with safe_open(str(path), "pt") as f:
-            families = (f.metadata() or {}).get("families", "")
+            metadata = f.metadata() or {}
+        families = metadata.get("families", "")
         if tuple(families.split(",")) != FAMILIES:
             raise ValueError(f"{path} detects {families!r}, this build expects {','.join(FAMILIES)}")
+        size = "{}x{}".format(*cls.input_size)
+        if metadata.get("input", "64x36") != size:
+            raise ValueError(f"{path} looks at {metadata.get('input', '64x36')} pictures, this build "
+                             f"at {size}: retrain it (python -m daemon.model.events train)")
         detector = cls()
-        detector.load_state_dict(load_file(str(path)))
+        try:
+            detector.load_state_dict(load_file(str(path)))
+        except RuntimeError as exc:  # the layers of another build of the detector
+            raise ValueError(f"{path} was made by another build of the contact detector: retrain it "
+                             "(python -m daemon.model.events train)") from exc
         return detector.eval().requires_grad_(False)
 
 
@@ -114,10 +142,10 @@ class EventDetector(nn.Module):
 
 
 def clip_luma_and_labels(seed: int, compress: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """One world clip as the detector sees it: (T, 36, 64) float16 luminance of its frames
+    """One world clip as the detector sees it: (T, 72, 128) uint8 luminance of its frames
     (through H.264 at crf 20-29 for half of the seeds when `compress` is None, as footage is)
     and (T, families) 0/1 contact labels."""
-    from daemon.model.visual import Picture, _luma
+    from daemon.model.visual import Picture
     from daemon.model.world import compress_frames, generate_clip
 
     clip = generate_clip(seed)
@@ -126,13 +154,13 @@ def clip_luma_and_labels(seed: int, compress: bool | None = None) -> tuple[np.nd
         frames = compress_frames(clip.frames, clip.fps, crf=int(rng.integers(20, 30)))
     else:
         frames = clip.frames
-    luma = _luma(Picture.from_frames(frames, clip.fps).images)
+    luma = Picture.from_frames(frames, clip.fps, detail=True).detail
     labels = np.zeros((len(luma), len(FAMILIES)), np.float32)
     for event in clip.events:
         family = family_of(event.cls)
         if event.onset and family and 0 <= event.frame < len(luma):
             labels[event.frame, FAMILIES.index(family)] = 1.0
-    return luma.astype(np.float16), labels
+    return luma, labels
 
 
 def _world_set(seeds, workers: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -153,7 +181,7 @@ def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
 def evaluate(detector: EventDetector, luma: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
     """Average precision per family over all frames of the clips."""
     with torch.no_grad():
-        scores = torch.cat([detector(luma[i:i + 1].float())[0] for i in range(len(luma))]).numpy()
+        scores = torch.cat([detector(luma[i:i + 1].float() / 255.0)[0] for i in range(len(luma))]).numpy()
     truth = labels.reshape(-1, len(FAMILIES)).numpy()
     return {family: round(average_precision(scores[:, k], truth[:, k]), 3)
             for k, family in enumerate(FAMILIES) if truth[:, k].any()}
@@ -172,15 +200,19 @@ def train(out: Path, clips: int, test_clips: int, steps: int, workers: int, log=
     schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: min(1.0, (s + 1) / warmup) * (
         0.55 + 0.45 * np.cos(np.pi * min(1.0, s / steps))))
     generator = torch.Generator().manual_seed(0)
-    span, batch = 48, 4
+    span, batch = 64, 4
     # Contacts are rare (about 2 % of frames per family): weigh them up.
     pos_weight = torch.full((len(FAMILIES),), 5.0)
     for step in range(1, steps + 1):
         pick = torch.randint(len(luma), (batch,), generator=generator)
         start = int(torch.randint(0, luma.shape[1] - span + 1, (1,), generator=generator))
-        logits = detector(luma[pick, start:start + span].float())
-        loss = F.binary_cross_entropy_with_logits(logits, labels[pick, start:start + span],
-                                                  pos_weight=pos_weight)
+        logits = detector(luma[pick, start:start + span].float() / 255.0)
+        losses = F.binary_cross_entropy_with_logits(logits, labels[pick, start:start + span],
+                                                    pos_weight=pos_weight, reduction="none")
+        # Frames near a cut made here (not the clip's own ends) miss part of their context.
+        lo = 0 if start == 0 else CONTEXT
+        hi = span if start + span == luma.shape[1] else span - CONTEXT
+        loss = losses[:, lo:hi].mean()
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
@@ -207,7 +239,7 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--out", type=Path, required=True)
     run.add_argument("--clips", type=int, default=800)
     run.add_argument("--test-clips", type=int, default=60)
-    run.add_argument("--steps", type=int, default=2500)
+    run.add_argument("--steps", type=int, default=3000)
     run.add_argument("--workers", type=int, default=2)
     run.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)

@@ -11,8 +11,9 @@ flashes), the sign of luminance change, a coarse optical flow, colour/luminance 
 edge energy; the clip stream adds slower summaries over one second. All of it is normalised
 with fixed constants (never per-clip statistics, which would leak the clip into its own
 scale). Weights trained with them can add a small learned contact detector (`daemon.model.events`):
-its per-frame contact probabilities follow the 64 sync channels. `default_visual` picks what a
-network's weights were trained with.
+its per-frame contact probabilities follow the 64 sync channels. It looks at the luminance at
+twice the size (128x72); the range is then scaled once to that size and the 64x36 picture is
+its 2x2 means. `default_visual` picks what a network's weights were trained with.
 
 Timing. Output instant k of a stream at rate r is t_k = k / r seconds of output time. The
 appearance features of frame k describe the source frame being shown at t_k (picked by
@@ -55,6 +56,8 @@ from daemon.media import (
     MediaReader,
     decode_range,
     frame_rate,
+    halve,
+    luminance,
     to_fraction,
 )
 
@@ -121,30 +124,35 @@ class Picture:
     time. Holds the decoded source frames at reduced size and answers "which frame is on screen
     at output time t" and "when does the shown frame change"."""
 
-    def __init__(self, pieces: list[_Piece], images: np.ndarray) -> None:
+    def __init__(self, pieces: list[_Piece], images: np.ndarray, detail: np.ndarray | None = None) -> None:
         self.pieces = pieces
         self.images = images  # (F, H, W, 3) uint8, all pieces' frames concatenated
+        self.detail = detail  # (F, 2H, 2W) uint8 luminance of the same frames, when asked for
         self.duration = sum((p.duration for p in pieces), Fraction(0))
 
     @classmethod
     def from_segments(
-        cls, segments: Sequence[Segment], size: tuple[int, int] = PICTURE_SIZE
+        cls, segments: Sequence[Segment], size: tuple[int, int] = PICTURE_SIZE, detail: bool = False
     ) -> Picture:
+        """The segments' picture at `size`; with `detail`, also its luminance at twice the
+        size (one scaling makes both)."""
         if not segments:
             raise MediaError("a request needs at least one segment of picture")
-        pieces, images, offset, first = [], [], Fraction(0), 0
+        pieces, offset, first = [], Fraction(0), 0
         with MediaReader() as reader:
             for segment in segments:
-                piece = cls._decode_piece(segment, offset, first, size, reader)
+                piece = cls._decode_piece(segment, offset, first, size, reader, detail)
                 pieces.append(piece)
-                images.append(piece.frames.images)
                 offset += piece.duration
                 first += len(piece.frames.times)
-        return cls(pieces, np.concatenate(images))
+        images = np.concatenate([piece.frames.images for piece in pieces])
+        large = np.concatenate([piece.frames.detail for piece in pieces]) if detail else None
+        return cls(pieces, images, large)
 
     @staticmethod
     def _decode_piece(
-        segment: Segment, offset: Fraction, first: int, size: tuple[int, int], reader: MediaReader
+        segment: Segment, offset: Fraction, first: int, size: tuple[int, int], reader: MediaReader,
+        detail: bool,
     ) -> _Piece:
 
         if segment.duration <= 0:
@@ -160,23 +168,32 @@ class Picture:
             # stills any source range; a still image file has a single frame at time 0).
             start, speed = Fraction(0), Fraction(0)
         end = start + speed * duration
-        frames = decode_range(segment, min(start, end), max(start, end), size, reader)
+        frames = decode_range(segment, min(start, end), max(start, end), size, reader, detail)
         return _Piece(offset, duration, start, speed, first, frames)
 
     @classmethod
     def from_frames(
-        cls, frames: np.ndarray, fps: float | Fraction, size: tuple[int, int] = PICTURE_SIZE
+        cls, frames: np.ndarray, fps: float | Fraction, size: tuple[int, int] = PICTURE_SIZE,
+        detail: bool = False,
     ) -> Picture:
-        """Frames in memory (F, H, W, 3) uint8, shown at `fps` from media time 0."""
+        """Frames in memory (F, H, W, 3) uint8, shown at `fps` from media time 0 (made small
+        and detailed as `from_segments` makes them)."""
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
             raise MediaError(f"frames must be (F, H, W, 3) uint8 RGB, got {frames.shape} {frames.dtype}")
         rate = fps if isinstance(fps, Fraction) else frame_rate(fps)
-        shrink = FrameShrinker(size)
-        small = np.stack([_shrink(image, size, shrink) for image in frames])
+        large = None
+        if detail:
+            twice = (2 * size[0], 2 * size[1])
+            shrink = FrameShrinker(twice)
+            rgb = np.stack([_shrink(image, twice, shrink) for image in frames])
+            small, large = halve(rgb), luminance(rgb)
+        else:
+            shrink = FrameShrinker(size)
+            small = np.stack([_shrink(image, size, shrink) for image in frames])
         times = [Fraction(j) / rate for j in range(len(frames))]
-        decoded = DecodedFrames(times=times, images=small, frame_duration=1 / rate)
+        decoded = DecodedFrames(times=times, images=small, frame_duration=1 / rate, detail=large)
         duration = Fraction(len(frames)) / rate
-        return cls([_Piece(Fraction(0), duration, Fraction(0), Fraction(1), 0, decoded)], small)
+        return cls([_Piece(Fraction(0), duration, Fraction(0), Fraction(1), 0, decoded)], small, large)
 
     def _piece_at(self, t: Fraction) -> _Piece:
         for piece in self.pieces:
@@ -458,10 +475,10 @@ class MotionFeatures:
             self.sync_dim = MotionFeatures.sync_dim + contacts.outputs
 
     def encode_segments(self, segments: Sequence[Segment]) -> VisualFeatures:
-        return self.encode_picture(Picture.from_segments(segments, self.size))
+        return self.encode_picture(Picture.from_segments(segments, self.size, self.contacts is not None))
 
     def encode_frames(self, frames: np.ndarray, fps: float | Fraction) -> VisualFeatures:
-        return self.encode_picture(Picture.from_frames(frames, fps, self.size))
+        return self.encode_picture(Picture.from_frames(frames, fps, self.size, self.contacts is not None))
 
     def encode_picture(self, picture: Picture) -> VisualFeatures:
         clip_count, sync_count = stream_lengths(picture.duration, self.clip_rate, self.sync_rate)
@@ -485,7 +502,9 @@ class MotionFeatures:
             [appearance[sync_shown], _change_features(credited(self.sync_rate, sync_count))], axis=1
         )
         if self.contacts is not None:
-            sync = np.concatenate([sync, self.contacts.features(images, sync_shown)], axis=1)
+            if picture.detail is None:
+                raise ValueError("the contact detector needs the picture's detail: make it with detail=True")
+            sync = np.concatenate([sync, self.contacts.features(picture.detail, sync_shown)], axis=1)
 
         clip_shown = picture.frames_at(self.clip_rate, clip_count)
         per = credited(self.clip_rate, clip_count)
