@@ -95,12 +95,13 @@ class FrameShrinker:
         return halve(large), luminance(large)
 
 
-_BT709 = np.array([0.2126, 0.7152, 0.0722], np.float32)
+BT709 = np.array([0.2126, 0.7152, 0.0722], np.float32)
+"""Luminance weights of R, G and B (ITU-R BT.709)."""
 
 
 def luminance(image: np.ndarray) -> np.ndarray:
     """(..., 3) uint8 RGB -> (...) uint8 luminance (BT.709 weights)."""
-    return np.rint(image.astype(np.float32) @ _BT709).astype(np.uint8)
+    return np.rint(image.astype(np.float32) @ BT709).astype(np.uint8)
 
 
 def halve(images: np.ndarray) -> np.ndarray:

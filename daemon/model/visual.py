@@ -49,6 +49,7 @@ import torch
 
 from daemon.engine import MediaError, Segment
 from daemon.media import (
+    BT709,
     PICTURE_SIZE,
     TIME_SLACK,
     DecodedFrames,
@@ -315,7 +316,7 @@ LIMIT = 8.0
 def _luma(images: np.ndarray) -> np.ndarray:
     """(F, H, W, 3) uint8 -> (F, H, W) float32 luminance in [0, 1] (BT.709 weights)."""
     rgb = images.astype(np.float32) / 255.0
-    return rgb @ np.array([0.2126, 0.7152, 0.0722], np.float32)
+    return rgb @ BT709
 
 
 def _grid_mean(x: np.ndarray, n: int) -> np.ndarray:
