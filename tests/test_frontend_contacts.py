@@ -166,6 +166,16 @@ def test_training_entry_point_writes_a_detector_that_loads(tmp_path):
     assert meta["steps"] == 2 and meta["clips"] == 2 and set(meta["held_out_ap"]) <= set(FAMILIES)
     assert EventDetector.load(out).features(_detail(10), np.arange(10)).shape == (10, 4)
 
+    further = tmp_path / "further.safetensors"
+    main(["train", "--out", str(further), "--init", str(out), "--lr", "1e-3", "--clips", "3",
+          "--test-clips", "2", "--steps", "1", "--workers", "1", "--threads", "1"])
+    with safe_open(str(further), "pt") as f:
+        meta = json.loads(f.metadata()["meta"])
+    assert meta["steps"] == 3 and meta["clips"] == 3
+    assert meta["stages"] == [{"steps": 2, "clips": 2}, {"steps": 1, "clips": 3, "lr": 1e-3}]
+    trained, start = EventDetector.load(further).state_dict(), EventDetector.load(out).state_dict()
+    assert any(not torch.equal(trained[k], start[k]) for k in start)  # it went on from there
+
 
 @pytest.mark.skipif(not SHIPPED.exists(), reason="no shipped detector")
 def test_shipped_detector_finds_door_slams_and_impacts_on_held_out_clips():

@@ -187,19 +187,23 @@ def evaluate(detector: EventDetector, luma: torch.Tensor, labels: torch.Tensor) 
             for k, family in enumerate(FAMILIES) if truth[:, k].any()}
 
 
-def train(out: Path, clips: int, test_clips: int, steps: int, workers: int, log=None) -> dict:
+def train(out: Path, clips: int, test_clips: int, steps: int, workers: int, log=None,
+          init: Path | None = None, lr: float = 2e-3) -> dict:
+    """Train a detector for `steps` steps (a fresh one, or `init` trained further; the learning
+    rate warms up to `lr` and falls to a tenth of it) and write it to `out`."""
     log = log or (lambda message: print(message, flush=True))
     torch.manual_seed(0)
     started = time.time()
     luma, labels = _world_set(DETECTOR_SEEDS[:clips], workers)
     test_luma, test_labels = _world_set(range(1_950_000, 1_950_000 + test_clips), workers)
     log(f"{clips} training clips, {test_clips} held-out clips made in {time.time() - started:.0f} s")
-    detector = EventDetector()
-    optimiser = torch.optim.AdamW(detector.parameters(), 2e-3, weight_decay=1e-2)
+    detector = EventDetector.load(init).train().requires_grad_(True) if init else EventDetector()
+    before = _meta(init) if init else {}
+    optimiser = torch.optim.AdamW(detector.parameters(), lr, weight_decay=1e-2)
     warmup = max(1, steps // 20)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: min(1.0, (s + 1) / warmup) * (
         0.55 + 0.45 * np.cos(np.pi * min(1.0, s / steps))))
-    generator = torch.Generator().manual_seed(0)
+    generator = torch.Generator().manual_seed(before.get("steps", 0))  # a further stage draws anew
     span, batch = 64, 4
     # Contacts are rare (about 2 % of frames per family): weigh them up.
     pos_weight = torch.full((len(FAMILIES),), 5.0)
@@ -224,12 +228,23 @@ def train(out: Path, clips: int, test_clips: int, steps: int, workers: int, log=
             log(f"step {step}: loss {loss.item():.3f} held-out AP {report} "
                 f"({time.time() - started:.0f} s)")
     detector.eval()
-    meta = {"steps": steps, "clips": clips, "seeds": f"{DETECTOR_SEEDS.start}..",
+    meta = {"steps": before.get("steps", 0) + steps, "clips": max(clips, before.get("clips", 0)),
+            "seeds": f"{DETECTOR_SEEDS.start}..",
             "held_out_ap": evaluate(detector, test_luma, test_labels),
             "train_seconds": round(time.time() - started)}
+    if init:
+        meta["stages"] = [*before.get("stages", [{k: before[k] for k in ("steps", "clips") if k in before}]),
+                          {"steps": steps, "clips": clips, "lr": lr}]
     detector.save(out, meta)
     log(f"wrote {out}: {meta}")
     return meta
+
+
+def _meta(path: Path) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return json.loads((f.metadata() or {}).get("meta", "{}"))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -242,9 +257,11 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--steps", type=int, default=3000)
     run.add_argument("--workers", type=int, default=2)
     run.add_argument("--threads", type=int, default=2)
+    run.add_argument("--init", type=Path, help="train this detector further instead of a fresh one")
+    run.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    train(args.out, args.clips, args.test_clips, args.steps, args.workers)
+    train(args.out, args.clips, args.test_clips, args.steps, args.workers, init=args.init, lr=args.lr)
 
 
 if __name__ == "__main__":
