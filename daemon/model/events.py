@@ -54,6 +54,14 @@ def family_of(cls: str) -> str | None:
     return {"zap": "flash", "click": "flash", "door_slam": "door"}.get(cls)
 
 
+def _file_metadata(path: str | Path) -> dict[str, str]:
+    """The string metadata of a detector file (families, input size, training record)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return f.metadata() or {}
+
+
 class EventDetector(nn.Module):
     """(B, T, 72, 128) luminance in [0, 1] -> (B, T, len(FAMILIES)) contact logits.
 
@@ -117,10 +125,7 @@ class EventDetector(nn.Module):
 
     @classmethod
     def load(cls, path: str | Path) -> EventDetector:
-        from safetensors import safe_open
-
-        with safe_open(str(path), "pt") as f:
-            metadata = f.metadata() or {}
+        metadata = _file_metadata(path)
         families = metadata.get("families", "")
         if tuple(families.split(",")) != FAMILIES:
             raise ValueError(f"{path} detects {families!r}, this build expects {','.join(FAMILIES)}")
@@ -198,7 +203,7 @@ def train(out: Path, clips: int, test_clips: int, steps: int, workers: int, log=
     test_luma, test_labels = _world_set(range(1_950_000, 1_950_000 + test_clips), workers)
     log(f"{clips} training clips, {test_clips} held-out clips made in {time.time() - started:.0f} s")
     detector = EventDetector.load(init).train().requires_grad_(True) if init else EventDetector()
-    before = _meta(init) if init else {}
+    before = json.loads(_file_metadata(init).get("meta", "{}")) if init else {}
     optimiser = torch.optim.AdamW(detector.parameters(), lr, weight_decay=1e-2)
     warmup = max(1, steps // 20)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: min(1.0, (s + 1) / warmup) * (
@@ -238,13 +243,6 @@ def train(out: Path, clips: int, test_clips: int, steps: int, workers: int, log=
     detector.save(out, meta)
     log(f"wrote {out}: {meta}")
     return meta
-
-
-def _meta(path: Path) -> dict:
-    from safetensors import safe_open
-
-    with safe_open(str(path), "pt") as f:
-        return json.loads((f.metadata() or {}).get("meta", "{}"))
 
 
 def main(argv: list[str] | None = None) -> None:
