@@ -20,6 +20,7 @@ from daemon.model.events import (
     FAMILIES,
     EventDetector,
     clip_luma_and_labels,
+    contact_labels,
     family_of,
 )
 from daemon.model.network import build_network
@@ -151,6 +152,17 @@ def test_labels_are_the_world_contact_frames():
     expected = {(e.frame, FAMILIES.index(family_of(e.cls))) for e in clip.events
                 if e.onset and family_of(e.cls) and e.frame < 200}
     assert set(zip(*np.nonzero(labels), strict=True)) == expected and expected
+
+
+def test_contact_labels_mark_contacts_only_and_only_inside_the_picture():
+    from daemon.model.world.sources import Event
+
+    events = [Event(2.0, 50, "door_slam", "door"), Event(1.0, 25, "whoosh", "ball", onset=False),
+              Event(0.4, 10, "footsteps_grass", "walker"), Event(9.0, 225, "zap", "lamp")]
+    labels = contact_labels(events, 200)
+    assert labels.shape == (200, len(FAMILIES)) and labels.dtype == np.float32
+    assert set(zip(*np.nonzero(labels), strict=True)) == {
+        (50, FAMILIES.index("door")), (10, FAMILIES.index("footsteps"))}
 
 
 def test_training_entry_point_writes_a_detector_that_loads(tmp_path):

@@ -160,12 +160,18 @@ def clip_luma_and_labels(seed: int, compress: bool | None = None) -> tuple[np.nd
     else:
         frames = clip.frames
     luma = Picture.from_frames(frames, clip.fps, detail=True).detail
-    labels = np.zeros((len(luma), len(FAMILIES)), np.float32)
-    for event in clip.events:
+    return luma, contact_labels(clip.events, len(luma))
+
+
+def contact_labels(events, frames: int) -> np.ndarray:
+    """(frames, families) float32: 1 on the frame of each contact among a world clip's
+    `events`, 0 elsewhere; what a perfect detector would say."""
+    labels = np.zeros((frames, len(FAMILIES)), np.float32)
+    for event in events:
         family = family_of(event.cls)
-        if event.onset and family and 0 <= event.frame < len(luma):
+        if event.onset and family and 0 <= event.frame < frames:
             labels[event.frame, FAMILIES.index(family)] = 1.0
-    return luma, labels
+    return labels
 
 
 def _world_set(seeds, workers: int) -> tuple[torch.Tensor, torch.Tensor]:
