@@ -56,7 +56,7 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     seeds, settings = _seed_range(args.seeds), EvalSettings()
     shipped = ModelUnderTest(args.weights)
-    if getattr(shipped.visual, "contacts", None) is None:
+    if shipped.visual.contacts is None:
         raise SystemExit(f"{args.weights} takes no contact channels: nothing to compare")
     reports = {}
     for name, model in (("detector", shipped), ("true contacts", TrueContacts(args.weights))):
