@@ -62,12 +62,17 @@ def test_channels_are_probabilities_and_chunks_join_exactly():
     np.testing.assert_allclose(detector.features(images, shown, chunk=7), whole, atol=1e-5)
 
 
-def test_a_frame_is_judged_from_its_context_in_time_and_nothing_further():
-    detector, luma = _detector(2), torch.rand(1, 3 * CONTEXT, 72, 128)
-    judged = CONTEXT + 2
+@pytest.mark.parametrize("blocks", [2, 3])
+def test_a_frame_is_judged_from_its_context_in_time_and_nothing_further(blocks):
+    torch.manual_seed(2)
+    detector = EventDetector(16, blocks).eval().requires_grad_(False)
+    reach = detector.context
+    assert reach == (CONTEXT if blocks == 2 else CONTEXT + 3)
+    luma = torch.rand(1, 3 * reach, 72, 128)
+    judged = reach + 2
     before = detector(luma)[0, judged]
-    for frame, reached in ((judged - CONTEXT, True), (judged + CONTEXT - 1, True),
-                           (judged - CONTEXT - 1, False), (judged + CONTEXT, False)):
+    for frame, reached in ((judged - reach, True), (judged + reach - 1, True),
+                           (judged - reach - 1, False), (judged + reach, False)):
         changed = luma.clone()
         changed[0, frame] = torch.rand(72, 128)
         moved = (detector(changed)[0, judged] - before).abs().max().item()
@@ -82,6 +87,13 @@ def test_weights_round_trip_and_other_families_are_refused(tmp_path):
     np.testing.assert_array_equal(loaded.features(images, shown), detector.features(images, shown))
     with pytest.raises(ValueError, match="looks at 128x72 luminance, not 64x36"):
         loaded.features(images[:, ::2, ::2], shown)
+    # A wider, deeper build says so in its file and comes back as itself.
+    torch.manual_seed(5)
+    wide = EventDetector(32, 3).eval()
+    wide.save(tmp_path / "wide.safetensors", {"steps": 0})
+    again = EventDetector.load(tmp_path / "wide.safetensors")
+    assert (again.width, again.blocks, again.context) == (32, 3, CONTEXT + 3)
+    np.testing.assert_array_equal(again.features(images, shown), wide.features(images, shown))
 
     from safetensors.torch import save_file
     save_file(dict(detector.state_dict()), str(tmp_path / "other.safetensors"),

@@ -18,7 +18,8 @@ Sections (metrics are the pure functions of daemon.model.world.metrics):
   world draws them identically); the prompt names one, chosen at random; the world audio
   classifier (weights beside the model) says what the generated audio is. Accuracy of
   "classified == prompted", over all 21 classes and within the family; baseline: the same
-  clips with an empty prompt.
+  clips with an empty prompt. How far the judge can be trusted: its accuracy on the clips'
+  own audio after the codec, and over near silence (generated audio may have no hiss).
 - conditioning: how much the network uses what it is given, measured without sampling: the
   flow-matching loss on held-out clips (every one captioned) at fixed times t with fixed noise,
   given the real picture and caption, the picture replaced by the learned empty features, the
@@ -38,7 +39,7 @@ import json
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -184,6 +185,9 @@ def evaluate_sync(model: ModelUnderTest, seeds: list[int], settings: EvalSetting
             "recall_by_class": recall_by_class, "per_clip": per_clip}
 
 
+QUIET_FLOOR = replace(EVAL_SYNC, noise_floor_db=(-100.0, -90.0))
+
+
 def evaluate_adherence(model: ModelUnderTest, classifier, seeds: list[int],
                        settings: EvalSettings) -> dict:
     rng = np.random.default_rng(settings.seed + 1)
@@ -203,6 +207,12 @@ def evaluate_adherence(model: ModelUnderTest, classifier, seeds: list[int],
     codec_audio = [model.through_codec(c.audio) for c in clips]
     judge = float(np.mean([classifier.predict(a)[0] == c[2]
                            for a, c in zip(codec_audio, cases, strict=True)]))
+    # And on the same sounds over near silence, as a model may generate them: the hiss under a
+    # sound must not decide its class.
+    quiet = [generate_clip(seed, QUIET_FLOOR, classes=(shown,), cuts=False).audio
+             for seed, _, shown, _, _ in cases]
+    judge_quiet = float(np.mean([classifier.predict(a)[0] == c[2]
+                                 for a, c in zip(quiet, cases, strict=True)]))
     records = []
     for (seed, family, shown, prompted, text), audio, bare in zip(cases, generated, unprompted,
                                                                   strict=True):
@@ -224,6 +234,7 @@ def evaluate_adherence(model: ModelUnderTest, classifier, seeds: list[int],
                  for f in FAMILIES if any(r["family"] == f for r in records)}
     return {"clips": len(records),
             "classifier_accuracy_on_codec_world_audio": judge,
+            "classifier_accuracy_on_world_audio_over_near_silence": judge_quiet,
             "accuracy": rate("classified"),
             "accuracy_within_family": rate("classified_in_family"),
             "within_family_by_family": by_family,
@@ -437,6 +448,8 @@ def _headline(report: dict) -> dict:
                                               "chance_within_family")}
         out["classifier_held_out_accuracy"] = report["classifier"].get("held_out_accuracy")
         out["classifier_on_codec_world_audio"] = a["classifier_accuracy_on_codec_world_audio"]
+        out["classifier_on_world_audio_over_near_silence"] = a[
+            "classifier_accuracy_on_world_audio_over_near_silence"]
     if "negative" in report:
         n = report["negative"]
         out["negative"] = {k: n[k] for k in ("mean_reduction_db", "mean_reduction_ambience_db",

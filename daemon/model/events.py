@@ -38,7 +38,8 @@ DETECTOR_FILE = "event_detector.safetensors"
 """Its name beside the network weights trained with its channels."""
 REACH = 3  # frames each side of each convolution over time
 CONTEXT = 3 * REACH + 1
-"""Frames each side that an output frame depends on (the change from the frame before adds one)."""
+"""Frames each side that an output frame of the default build (two blocks) depends on: a reach
+per block and the head's, and the change from the frame before adds one."""
 SCALE = 4.0  # a certain contact is 4.0 in the sync stream, like a strong motion feature
 DETECTOR_SEEDS = range(500_000, 600_000)
 """Training seeds of the detector: inside the world's training range, apart from the flow
@@ -66,23 +67,27 @@ class EventDetector(nn.Module):
     """(B, T, 72, 128) luminance in [0, 1] -> (B, T, len(FAMILIES)) contact logits.
 
     Each frame first on its own: its levels and its change from the frame before, through two
-    convolutions that each halve the size (to 32x18). Then time: two blocks of a 3x3
-    convolution in space and one over 2 x REACH + 1 frames, and after pooling over the picture
-    (max and mean) a last one over frames. A foot plant is where a leg's swing turns, and the
-    turn only shows across several frames, hence the reach in time: `CONTEXT` frames before,
-    one fewer after."""
+    convolutions that each halve the size (to 32x18, `width` channels). Then time: `blocks`
+    blocks of a 3x3 convolution in space and one over 2 x REACH + 1 frames, and after pooling
+    over the picture (max and mean) a last one over frames. A foot plant is where a leg's swing
+    turns, and the turn only shows across several frames, hence the reach in time: `context`
+    frames before, one fewer after. The file records the width and the blocks."""
 
     input_size = (128, 72)  # width, height: `Picture.detail` of a 64x36 picture
 
-    def __init__(self, width: int = 24) -> None:
+    def __init__(self, width: int = 24, blocks: int = 2) -> None:
         super().__init__()
+        self.width, self.blocks = width, blocks
+        self.context = (blocks + 1) * REACH + 1
+        """Frames each side that an output frame depends on."""
         self.frame = nn.Sequential(
             nn.Conv2d(2, 16, 4, padding=1, stride=2), nn.GELU(),
             nn.Conv2d(16, width, 3, padding=1, stride=2), nn.GELU(),
         )
-        self.space = nn.ModuleList(nn.Conv3d(width, width, (1, 3, 3), padding=(0, 1, 1)) for _ in range(2))
+        self.space = nn.ModuleList(nn.Conv3d(width, width, (1, 3, 3), padding=(0, 1, 1))
+                                   for _ in range(blocks))
         self.time = nn.ModuleList(nn.Conv3d(width, width, (2 * REACH + 1, 1, 1), padding=(REACH, 0, 0))
-                                  for _ in range(2))
+                                  for _ in range(blocks))
         self.head = nn.Conv1d(2 * width, len(FAMILIES), 2 * REACH + 1, padding=REACH)
         self.outputs = len(FAMILIES)
 
@@ -110,8 +115,9 @@ class EventDetector(nn.Module):
                              f"luminance, not {detail.shape[2]}x{detail.shape[1]}")
         parts = []
         for start in range(0, len(shown), chunk):
-            # Each chunk carries its CONTEXT neighbours so the seams are exact.
-            lo, hi = max(0, start - CONTEXT), min(len(shown), start + chunk + CONTEXT)
+            # Each chunk carries its context's neighbours so the seams are exact.
+            lo = max(0, start - self.context)
+            hi = min(len(shown), start + chunk + self.context)
             luma = torch.from_numpy(detail[shown[lo:hi]]).float() / 255.0
             logits = self(luma[None])[0]
             parts.append(logits[start - lo:start - lo + min(chunk, len(shown) - start)])
@@ -121,6 +127,7 @@ class EventDetector(nn.Module):
         width, height = self.input_size
         save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(path),
                   metadata={"families": ",".join(FAMILIES), "input": f"{width}x{height}",
+                            "width": str(self.width), "blocks": str(self.blocks),
                             "meta": json.dumps(meta)})
 
     @classmethod
@@ -133,7 +140,7 @@ class EventDetector(nn.Module):
         if metadata.get("input", "64x36") != size:
             raise ValueError(f"{path} looks at {metadata.get('input', '64x36')} pictures, this build "
                              f"at {size}: retrain it (python -m daemon.model.events train)")
-        detector = cls()
+        detector = cls(int(metadata.get("width", 24)), int(metadata.get("blocks", 2)))
         try:
             detector.load_state_dict(load_file(str(path)))
         except RuntimeError as exc:  # the layers of another build of the detector
@@ -199,16 +206,17 @@ def evaluate(detector: EventDetector, luma: torch.Tensor, labels: torch.Tensor) 
 
 
 def train(out: Path, clips: int, test_clips: int, steps: int, workers: int, log=None,
-          init: Path | None = None, lr: float = 2e-3) -> dict:
-    """Train a detector for `steps` steps (a fresh one, or `init` trained further; the learning
-    rate warms up to `lr` and falls to a tenth of it) and write it to `out`."""
+          init: Path | None = None, lr: float = 2e-3, width: int = 24, blocks: int = 2) -> dict:
+    """Train a detector for `steps` steps (a fresh one of `width` channels and `blocks` blocks
+    over time, or `init` trained further; the learning rate warms up to `lr` and falls to a
+    tenth of it) and write it to `out`."""
     log = log or (lambda message: print(message, flush=True))
     torch.manual_seed(0)
     started = time.time()
     luma, labels = _world_set(DETECTOR_SEEDS[:clips], workers)
     test_luma, test_labels = _world_set(range(1_950_000, 1_950_000 + test_clips), workers)
     log(f"{clips} training clips, {test_clips} held-out clips made in {time.time() - started:.0f} s")
-    detector = EventDetector.load(init).train().requires_grad_(True) if init else EventDetector()
+    detector = EventDetector.load(init).train().requires_grad_(True) if init else EventDetector(width, blocks)
     before = json.loads(_file_metadata(init).get("meta", "{}")) if init else {}
     optimiser = torch.optim.AdamW(detector.parameters(), lr, weight_decay=1e-2)
     warmup = max(1, steps // 20)
@@ -225,8 +233,8 @@ def train(out: Path, clips: int, test_clips: int, steps: int, workers: int, log=
         losses = F.binary_cross_entropy_with_logits(logits, labels[pick, start:start + span],
                                                     pos_weight=pos_weight, reduction="none")
         # Frames near a cut made here (not the clip's own ends) miss part of their context.
-        lo = 0 if start == 0 else CONTEXT
-        hi = span if start + span == luma.shape[1] else span - CONTEXT
+        lo = 0 if start == 0 else detector.context
+        hi = span if start + span == luma.shape[1] else span - detector.context
         loss = losses[:, lo:hi].mean()
         optimiser.zero_grad()
         loss.backward()
@@ -263,9 +271,13 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--threads", type=int, default=2)
     run.add_argument("--init", type=Path, help="train this detector further instead of a fresh one")
     run.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
+    run.add_argument("--width", type=int, default=24, help="channels of a fresh detector")
+    run.add_argument("--blocks", type=int, default=2,
+                     help="blocks over time of a fresh detector (each reaches 3 frames further)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    train(args.out, args.clips, args.test_clips, args.steps, args.workers, init=args.init, lr=args.lr)
+    train(args.out, args.clips, args.test_clips, args.steps, args.workers, init=args.init, lr=args.lr,
+          width=args.width, blocks=args.blocks)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ class WorldConfig:
     shake_probability: float = 0.4
     compress_probability: float = 0.0  # H.264 round trip of the picture (slower)
     max_grain: float = 0.03
+    noise_floor_db: tuple[float, float] = (-62.0, -48.0)  # the mix's noise floor, dB re full scale
 
     def __post_init__(self):
         if self.rate % self.fps:
@@ -211,7 +212,7 @@ def generate_clip(seed: int, config: WorldConfig = WorldConfig(),
         source.draw(canvas, shot)
 
     mix = sum(stems.values(), np.zeros(n, np.float32))
-    mix += rng.normal(0, 10 ** (rng.uniform(-62, -48) / 20), n).astype(np.float32)
+    mix += rng.normal(0, 10 ** (rng.uniform(*config.noise_floor_db) / 20), n).astype(np.float32)
     peak = float(np.max(np.abs(mix)))
     scale = float(rng.uniform(0.5, 0.95)) / peak if peak > 0 else 1.0
     mix *= scale
