@@ -84,3 +84,26 @@ def test_caption_path_trains_at_its_own_rate_and_old_checkpoints_resume():
     for parameter in moved:
         assert torch.equal(optimiser.state[parameter]["exp_avg"], single.state[parameter]["exp_avg"])
     assert [g["lr_scale"] for g in optimiser.param_groups] == [1.0, 4.0]
+
+
+def test_a_new_run_starts_from_shipped_weights_and_counts_on(shards, tmp_path, capsys):
+    # No checkpoint survives between machines: --init starts a run from a weights file (half
+    # precision, as shipped), steps counted on from its training record.
+    first = tmp_path / "first"
+    _train(shards, first, 2)
+    shipped = load_network(first / "tiny.safetensors")
+    capsys.readouterr()
+    later = tmp_path / "later"
+    main(["train", "--data", str(shards), "--work", str(later), "--out", str(later / "tiny.safetensors"),
+          "--init", str(first / "tiny.safetensors"), "--steps", "2", "--batch", "2",
+          "--min-clips", "2", "--threads", "1"])
+    assert "started from" in capsys.readouterr().out
+    assert json.loads((later / "training.json").read_text())["steps"] == 2  # nothing left to do
+    untouched = load_network(later / "tiny.safetensors")
+    for (name, a), b in zip(shipped.state_dict().items(), untouched.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, msg=name)
+    main(["train", "--data", str(shards), "--work", str(later), "--out", str(later / "tiny.safetensors"),
+          "--init", str(first / "tiny.safetensors"), "--steps", "3", "--batch", "2",
+          "--min-clips", "2", "--threads", "1"])
+    assert "resumed at step 2" in capsys.readouterr().out  # its checkpoint wins over --init
+    assert json.loads((later / "training.json").read_text())["steps"] == 3

@@ -92,6 +92,13 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, Tensor], NetworkConfig 
     return state, config
 
 
+def file_metadata(path: str | Path) -> dict[str, str]:
+    """The string metadata of a safetensors file (configs, training records), without reading
+    its tensors."""
+    with safe_open(str(path), framework="pt", device="cpu") as f:
+        return f.metadata() or {}
+
+
 def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], NetworkConfig | None]:
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:

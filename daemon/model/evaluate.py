@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from daemon.model.checkpoint import file_metadata
 from daemon.model.world import (
     EVAL_SYNC,
     WorldConfig,
@@ -408,7 +409,7 @@ def main(argv=None) -> None:
         path = Path(args.classifier or Path(args.weights).with_name("world_classifier.safetensors"))
         classifier = AudioClassifier.load(path)
         report["classifier"] = {"path": str(path), **json.loads(
-            _metadata(path).get("training", "{}"))}
+            file_metadata(path).get("training", "{}"))}
         started = time.time()
         report["adherence"] = evaluate_adherence(model, classifier,
                                                  seeds[:settings.adherence_clips], settings)
@@ -425,13 +426,6 @@ def main(argv=None) -> None:
     report["timings"] = timings
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(_headline(report), indent=2))
-
-
-def _metadata(path: Path) -> dict:
-    from safetensors import safe_open
-
-    with safe_open(str(path), "pt") as f:
-        return f.metadata() or {}
 
 
 def _headline(report: dict) -> dict:

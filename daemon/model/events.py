@@ -31,6 +31,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from daemon.model.checkpoint import file_metadata
+
 FAMILIES = ("impact", "footsteps", "flash", "door")
 """Contact families, one output each (world classes: impact_*, footsteps_*, zap/click,
 door_slam)."""
@@ -53,14 +55,6 @@ def family_of(cls: str) -> str | None:
     if cls.startswith("footsteps_"):
         return "footsteps"
     return {"zap": "flash", "click": "flash", "door_slam": "door"}.get(cls)
-
-
-def _file_metadata(path: str | Path) -> dict[str, str]:
-    """The string metadata of a detector file (families, input size, training record)."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), "pt") as f:
-        return f.metadata() or {}
 
 
 class EventDetector(nn.Module):
@@ -132,7 +126,7 @@ class EventDetector(nn.Module):
 
     @classmethod
     def load(cls, path: str | Path) -> EventDetector:
-        metadata = _file_metadata(path)
+        metadata = file_metadata(path)
         families = metadata.get("families", "")
         if tuple(families.split(",")) != FAMILIES:
             raise ValueError(f"{path} detects {families!r}, this build expects {','.join(FAMILIES)}")
@@ -217,7 +211,7 @@ def train(out: Path, clips: int, test_clips: int, steps: int, workers: int, log=
     test_luma, test_labels = _world_set(range(1_950_000, 1_950_000 + test_clips), workers)
     log(f"{clips} training clips, {test_clips} held-out clips made in {time.time() - started:.0f} s")
     detector = EventDetector.load(init).train().requires_grad_(True) if init else EventDetector(width, blocks)
-    before = json.loads(_file_metadata(init).get("meta", "{}")) if init else {}
+    before = json.loads(file_metadata(init).get("meta", "{}")) if init else {}
     optimiser = torch.optim.AdamW(detector.parameters(), lr, weight_decay=1e-2)
     warmup = max(1, steps // 20)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: min(1.0, (s + 1) / warmup) * (

@@ -116,6 +116,9 @@ def train(args) -> None:
         _load_optimiser_state(optimiser, state["optimiser"], network)
         step, spent = state["step"], state["seconds"]
         _log(f"resumed at step {step}")
+    elif args.init:
+        step, spent = _start_from_weights(Path(args.init), network, ema)
+        _log(f"started from {args.init} at step {step} (the optimiser's moments start at zero)")
 
     generator = torch.Generator().manual_seed(args.seed + step)  # batches and gains
     # The noise, t and dropout are drawn where the network is (on the CPU, the same stream).
@@ -255,6 +258,21 @@ def _widened(state: dict[str, torch.Tensor], network) -> dict[str, torch.Tensor]
 SYNC_INPUTS = ("sync_input_proj.0.weight", "sync_pos_emb", "empty_sync_feat")
 
 
+def _start_from_weights(path: Path, network, ema) -> tuple[int, float]:
+    """Fill a new run's network and EMA from shipped weights (the EMA of a checkpoint, in half
+    precision) when no checkpoint is left to resume: training goes on from them with fresh
+    optimiser moments. Returns the steps and seconds the file's training record counts."""
+    from daemon.model.checkpoint import file_metadata, read_state_dict
+
+    state, _ = read_state_dict(path)
+    state = {k: v.float() for k, v in _widened(state, network).items()}
+    for model in (network, ema):
+        model.load_state_dict(state, strict=True)
+        model.reset_derived_buffers()
+    record = json.loads(file_metadata(path).get("training", "{}"))
+    return int(record.get("steps", 0)), float(record.get("train_seconds", 0.0))
+
+
 def export(args) -> None:
     """Write the EMA weights of the latest checkpoint in `--work` (e.g. to evaluate a run
     while it is still training)."""
@@ -294,6 +312,9 @@ def main(argv=None) -> None:
     t.add_argument("--out", default="daemon/model/weights/tiny.safetensors")
     t.add_argument("--preset", default="tiny")
     t.add_argument("--steps", type=int, default=6000)
+    t.add_argument("--init", default=None,
+                   help="start a new --work from these weights (e.g. the shipped ones) when it "
+                        "holds no checkpoint; a checkpoint there wins")
     t.add_argument("--deadline", default=None, help="UTC, e.g. 2026-11-22T00:00")
     t.add_argument("--batch", type=int, default=16)
     t.add_argument("--lr", type=float, default=1e-3)
