@@ -5,16 +5,18 @@ exact frame, but a foot plant or a small object landing barely moves their grid 
 walking figure keeps moving at the same speed, and only its legs say when a foot lands: their
 spread peaks and the swinging foot stops, a pixel or so a frame at 128x72. So this detector
 looks at the luminance at 128x72, twice the size the weight-free features use, and at the
-frames from `CONTEXT` (10) before each output frame to 9 after it: a small convolutional
-network over each frame, then convolutions over time and space, pooled over the whole picture
-(max and mean), so it finds a contact wherever it is in the frame. It gives one probability per
+frames around each output frame (the shipped build: 13 before it to 12 after, a whole stride
+of a slow walk): a small convolutional network over each frame, then convolutions over time
+and space, pooled over the whole picture (max and mean), so it finds a contact wherever it is
+in the frame. It gives one probability per
 family of contact (impact, footsteps, flash, door) for every frame of the sync stream; the
 network sees them as extra sync channels.
 
 It is trained on world clips with known contact frames, apart from the flow model's own
 training clips, and stored next to the network's weights:
 
-    python -m daemon.model.events train --out daemon/model/weights/event_detector.safetensors
+    python -m daemon.model.events train --width 32 --blocks 3 --clips 1600 --steps 7000
+        --out daemon/model/weights/event_detector.safetensors   (one command line)
 """
 
 from __future__ import annotations
