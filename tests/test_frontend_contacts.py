@@ -202,12 +202,15 @@ def test_training_entry_point_writes_a_detector_that_loads(tmp_path):
 
 
 @pytest.mark.skipif(not SHIPPED.exists(), reason="no shipped detector")
-def test_shipped_detector_finds_door_slams_and_impacts_on_held_out_clips():
+def test_shipped_detector_finds_door_slams_impacts_and_footsteps_on_held_out_clips():
     from daemon.model.events import average_precision
     from daemon.model.world import EVAL_SYNC, compress_frames, generate_clip
 
     detector = EventDetector.load(SHIPPED)
-    for cls, family, floor in (("door_slam", "door", 0.8), ("impact_wood", "impact", 0.5)):
+    # (The third build scores AP 1.0, 1.0 and 0.79 on these clips; the second build found the
+    # footsteps with 0.43.)
+    for cls, family, floor in (("door_slam", "door", 0.8), ("impact_wood", "impact", 0.5),
+                               ("footsteps_gravel", "footsteps", 0.6)):
         scores, truth = [], []
         for seed in range(1_990_000, 1_990_004):
             clip = generate_clip(seed, EVAL_SYNC, classes=(cls,), cuts=False)
