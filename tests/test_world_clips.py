@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import av
 import numpy as np
 import pytest
@@ -24,6 +26,20 @@ def test_same_seed_same_clip_and_different_seeds_differ():
     assert np.array_equal(a.frames, b.frames) and np.array_equal(a.audio, b.audio)
     assert a.caption == b.caption and a.events == b.events
     assert not np.array_equal(a.audio, c.audio)
+
+
+def test_the_noise_floor_setting_changes_the_hiss_and_nothing_else():
+    config = WorldConfig(duration=2.0)
+    loud = generate_clip(600_321, config, classes=("impact_glass",))
+    quiet = generate_clip(600_321, replace(config, noise_floor_db=(-100.0, -90.0)),
+                          classes=("impact_glass",))
+    assert loud.events == quiet.events and np.array_equal(loud.frames, quiet.frames)
+    before_first_hit = slice(0, loud.events[0].frame * (loud.rate // loud.fps))
+
+    def hiss(clip):
+        return np.sqrt(np.mean(clip.audio[before_first_hit] ** 2))
+
+    assert hiss(quiet) < 0.05 * hiss(loud)  # at least 28 dB down
 
 
 def test_shapes_rates_and_ranges():
