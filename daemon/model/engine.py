@@ -49,7 +49,14 @@ from daemon.engine import (
 from daemon.model.checkpoint import load_network
 from daemon.model.codec import AudioCodec, MelCodec, resample
 from daemon.model.events import DETECTOR_FILE
-from daemon.model.flow import autocast_for, euler_sample, guided_velocity, make_generator
+from daemon.model.flow import (
+    Guidance,
+    autocast_for,
+    euler_sample,
+    guided_velocity,
+    make_generator,
+    prepare_guidance,
+)
 from daemon.model.network import V2ANetwork
 from daemon.model.text import MiniLMText, TextEncoder
 from daemon.model.visual import MotionFeatures, VisualEncoder, VisualFeatures, default_visual
@@ -471,7 +478,8 @@ class V2AEngine:
             self.network, plan.clip[None].to(device), plan.sync[None].to(device),
             plan.text[None].to(device), plan.latent_len, negative_text_f=negative,
             steps=request.steps, cfg=request.cfg, seed=request.seed,
-            settings=self._window_settings(request), progress=report, cancelled=cancelled,
+            settings=self._window_settings(request), prompted=bool(request.prompt.strip()),
+            progress=report, cancelled=cancelled,
         )
 
     @torch.inference_mode()
@@ -493,17 +501,19 @@ class V2AEngine:
                         device=device, dtype=torch.float32)
             for r in requests
         ])
+        # Items without a negative prompt carry the empty text in its rows, unused.
+        negative = torch.stack([
+            p.negative.to(device) if p.negative is not None else network.empty_string_feat
+            for p in plans
+        ])
+        guidance = Guidance.scaled(cfg)
         with autocast_for(device):
-            conditions = network.preprocess_conditions(clip, sync, text, n, clip_offset)
-            empty = None
-            if cfg > 1.0:
-                negative = torch.stack([
-                    p.negative.to(device) if p.negative is not None else network.empty_string_feat
-                    for p in plans
-                ])
-                empty = network.empty_conditions(len(plans), n, clip.shape[1], sync.shape[1],
-                                                 negative, clip_offset)
-        velocity = guided_velocity(network, conditions, empty, cfg)
+            branches = prepare_guidance(
+                network, clip, sync, text, n, guidance, clip_offset=clip_offset,
+                negative_text_f=negative,
+                prompted=torch.tensor([bool(r.prompt.strip()) for r in requests], device=device),
+                negated=torch.tensor([p.negative is not None for p in plans], device=device))
+        velocity = guided_velocity(network, branches, guidance)
         x = euler_sample(velocity, noise, steps, progress=report, cancelled=cancelled)
         return network.unnormalize(x)
 

@@ -5,7 +5,9 @@
 
 Every clip comes from the world's held-out seed range (never used in training). The model
 sees what the engine would give it: the clip's frames after a real H.264 round trip through
-the weight-free visual front end, MiniLM text, 25 Euler steps with guidance 4.5, Griffin-Lim.
+the weight-free visual front end, MiniLM text, 25 Euler steps with guidance 4.5 (prompt and
+negative terms at twice that, `flow.Guidance.scaled`), Griffin-Lim, then levelled to the output
+loudness as the engine's output stage does.
 
 Sections (metrics are the pure functions of daemon.model.world.metrics):
 - sync: onset precision/recall/F1 (+-50 ms) of the generated audio against the events, and
@@ -118,7 +120,10 @@ class ModelUnderTest:
                  negatives: list[str] | None, settings: EvalSettings, zero_picture: bool = False,
                  seed: int | None = None) -> list[np.ndarray]:
         """16 kHz audio for each picture with its prompt (and its negative prompt, when
-        `negatives` is given), in batches of `settings.batch`."""
+        `negatives` is given), in batches of `settings.batch`, levelled as the engine's output
+        stage levels it: a prompt that only moves the overall level changes nothing an editor
+        hears, so it must change nothing measured."""
+        from daemon.model.engine import OutputSettings, normalise_loudness
         from daemon.model.windows import generate_latents
 
         out = []
@@ -132,10 +137,13 @@ class ModelUnderTest:
             neg = (None if negatives is None
                    else self.text.encode(negatives[i:i + settings.batch]).tokens)
             n = self.network.config.seq_lens_for(8.0)[0]
+            prompted = torch.tensor([bool(p.strip()) for p in prompts[i:i + settings.batch]])
             latents = generate_latents(self.network, clip, sync, text, n, negative_text_f=neg,
                                        steps=settings.steps, cfg=settings.cfg,
-                                       seed=settings.seed if seed is None else seed)
-            out += list(self.codec.decode(latents).numpy())
+                                       seed=settings.seed if seed is None else seed,
+                                       prompted=prompted)
+            out += [normalise_loudness(a, self.codec.sample_rate, OutputSettings())[0]
+                    for a in self.codec.decode(latents).numpy()]
         return out
 
 

@@ -2,9 +2,8 @@
 
 The path runs from noise (t = 0) to data (t = 1): x_t = (1 - t)·noise + t·data, and the
 network learns the velocity data - noise. Sampling integrates that velocity with Euler steps.
-Guidance mixes the conditional velocity with an unconditional one in which the picture is the
-learned "empty" features and the text is either the learned empty text or a negative prompt:
-v = w·v(cond) + (1 - w)·v(uncond). Both branches run as one batched forward.
+Guidance steers toward the picture, toward the prompt and away from the negative prompt as
+separate terms (`Guidance`); every branch runs in one batched forward.
 
 Latents given to and returned by this module are in data space; the network sees them
 normalised with its `latent_mean` / `latent_std`.
@@ -117,28 +116,129 @@ def make_generator(device: torch.device, seed: int) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(int(seed))
 
 
-def guided_velocity(network: V2ANetwork, conditions: Conditions, empty: Conditions | None,
-                    cfg: float) -> Callable[[Tensor, float], Tensor]:
-    """velocity(x, t) with guidance strength `cfg`; with cfg <= 1 or no `empty` conditions,
-    the conditional branch alone (one forward instead of two)."""
-    device = conditions.clip.device
-    if empty is None or cfg <= 1.0:
+PROMPT_GUIDANCE_RATIO = 2.0
+"""Prompt and negative guidance as multiples of the picture guidance (`Guidance.scaled`): the
+shipped network hears text faintly beside the picture, and twice the picture's strength made
+prompted material/surface/mood and negated classes measurably stronger (model card)."""
+
+
+@dataclass(frozen=True)
+class Guidance:
+    """How hard sampling is steered, as three separate terms of one batched forward:
+
+        v = v(0, 0) + picture * (v(P, 0) - v(0, 0))
+                    + prompt * (v(P, T) - v(P, 0)) - negative * (v(P, N) - v(P, 0))
+
+    P the picture, T the prompt, N the negative prompt, 0 the learned empty features. With
+    prompt == picture and no negative prompt this is MMAudio's guidance,
+    w * v(P, T) + (1 - w) * v(0, 0). The negative prompt is pushed away from beside the picture
+    (what naming N adds to this picture), not from the unconditional branch: there it would
+    only move the overall level, which the output stage levels away. An item without a prompt
+    has no prompt term and its own caption-less velocity v(P, T) stands for v(P, 0).
+    `picture` <= 1 turns guidance off: the conditional velocity alone, one forward.
+    """
+
+    picture: float = 4.5
+    prompt: float = 4.5 * PROMPT_GUIDANCE_RATIO
+    negative: float = 4.5 * PROMPT_GUIDANCE_RATIO
+
+    @classmethod
+    def scaled(cls, cfg: float) -> Guidance:
+        """The guidance one strength `cfg` (the protocol's) stands for."""
+        return cls(cfg, cfg * PROMPT_GUIDANCE_RATIO, cfg * PROMPT_GUIDANCE_RATIO)
+
+    @property
+    def active(self) -> bool:
+        return self.picture > 1.0
+
+
+@dataclass(frozen=True)
+class GuidanceBranches:
+    """The prepared conditions of every branch guidance needs, and which items use which."""
+
+    full: Conditions  # (P, T)
+    empty: Conditions | None  # (0, 0); None without guidance
+    plain: Conditions | None  # (P, 0); None when no item has a prompt (or nothing needs it)
+    negative: Conditions | None  # (P, N); None when no item has a negative prompt
+    prompted: Tensor  # (B,) bool
+    negated: Tensor  # (B,) bool
+
+
+def prepare_guidance(network: V2ANetwork, clip_f: Tensor, sync_f: Tensor, text_f: Tensor,
+                     latent_seq_len: int, guidance: Guidance, *, clip_offset: float = 0.0,
+                     negative_text_f: Tensor | None = None, prompted: bool | Tensor = True,
+                     negated: Tensor | None = None) -> GuidanceBranches:
+    """Project the conditions of each branch `guidance` needs, once per sampling.
+
+    `prompted` (bool or (B,) bool): whether each item's text is a prompt (False: the encoding
+    of no caption). `negative_text_f` (B or 1, Nt, text_dim) with `negated` (B,) bool (default:
+    all) gives the negative prompts; rows not negated are ignored.
+    """
+    b, n, device = clip_f.shape[0], latent_seq_len, clip_f.device
+    prompted = torch.as_tensor(prompted, dtype=torch.bool, device=device).expand(b)
+    full = network.preprocess_conditions(clip_f, sync_f, text_f, n, clip_offset)
+    if not guidance.active:
+        none = torch.zeros(b, dtype=torch.bool, device=device)
+        return GuidanceBranches(full, None, None, None, none, none)
+    if negative_text_f is None:
+        negated = torch.zeros(b, dtype=torch.bool, device=device)
+    elif negated is None:
+        negated = torch.ones(b, dtype=torch.bool, device=device)
+    negated = negated.to(device=device, dtype=torch.bool)
+    empty = network.empty_conditions(b, n, clip_f.shape[1], sync_f.shape[1], None, clip_offset)
+    empty_text = network.empty_string_feat.expand(b, -1, -1)
+    negative = None
+    if negated.any():
+        if negative_text_f.ndim == 2:
+            negative_text_f = negative_text_f.unsqueeze(0)
+        negative = network.preprocess_conditions(
+            clip_f, sync_f, negative_text_f.expand(b, -1, -1), n, clip_offset)
+    # MMAudio's case needs no (P, 0) branch: the prompt term and the picture term meet in it.
+    mmaudio = guidance.prompt == guidance.picture and negative is None
+    plain = None
+    if prompted.any() and not mmaudio:
+        plain = network.preprocess_conditions(clip_f, sync_f, empty_text, n, clip_offset)
+    return GuidanceBranches(full, empty, plain, negative, prompted, negated)
+
+
+def guided_velocity(network: V2ANetwork, branches: GuidanceBranches,
+                    guidance: Guidance) -> Callable[[Tensor, float], Tensor]:
+    """velocity(x, t) under `guidance` (see `Guidance`); every branch in one forward."""
+    device = branches.full.clip.device
+    if branches.empty is None or not guidance.active:
 
         def velocity(x: Tensor, t: float) -> Tensor:
             tt = torch.full((x.shape[0],), t, device=device)
             with autocast_for(device):
-                return network.predict_flow(x, tt, conditions).float()
+                return network.predict_flow(x, tt, branches.full).float()
 
         return velocity
 
-    both = conditions.cat(empty)
+    parts = [c for c in (branches.full, branches.empty, branches.plain, branches.negative)
+             if c is not None]
+    batched = parts[0]
+    for part in parts[1:]:
+        batched = batched.cat(part)
+    prompt_w = (guidance.prompt * branches.prompted.float()).view(-1, 1, 1)
+    negative_w = (guidance.negative * branches.negated.float()).view(-1, 1, 1)
+    prompted = branches.prompted.view(-1, 1, 1)
 
     def guided(x: Tensor, t: float) -> Tensor:
-        tt = torch.full((2 * x.shape[0],), t, device=device)
+        tt = torch.full((len(parts) * x.shape[0],), t, device=device)
         with autocast_for(device):
-            v = network.predict_flow(torch.cat([x, x]), tt, both).float()
-        v_cond, v_uncond = v.chunk(2)
-        return cfg * v_cond + (1.0 - cfg) * v_uncond
+            v = network.predict_flow(torch.cat([x] * len(parts)), tt, batched).float()
+        v = list(v.chunk(len(parts)))
+        v_full, v_empty = v.pop(0), v.pop(0)
+        if branches.plain is None:  # no prompt term of its own: MMAudio's guidance
+            reference = v_full
+            out = v_empty + guidance.picture * (v_full - v_empty)
+        else:
+            reference = torch.where(prompted, v.pop(0), v_full)
+            out = (v_empty + guidance.picture * (reference - v_empty)
+                   + prompt_w * (v_full - reference))
+        if branches.negative is not None:
+            out = out - negative_w * (v.pop(0) - reference)
+        return out
 
     return guided
 
@@ -178,13 +278,16 @@ def sample(network: V2ANetwork, clip_f: Tensor, sync_f: Tensor, text_f: Tensor, 
            steps: int = 25, cfg: float = 4.5, seed: int | None = 0,
            generator: torch.Generator | None = None, known: Tensor | None = None,
            known_mask: Tensor | None = None, clip_offset: float = 0.0,
-           progress: StepProgress | None = None, cancelled: Callable[[], bool] | None = None,
+           prompted: bool | Tensor = True, progress: StepProgress | None = None,
+           cancelled: Callable[[], bool] | None = None,
            step_offset: int = 0, total_steps: int | None = None) -> Tensor:
     """Generate data-space latents (B, N, latent_dim) for one window of conditions.
 
     clip_f (B, Nc, clip_dim), sync_f (B, Ns, sync_dim), text_f (B, Nt, text_dim) on the
     network's device; N = `latent_seq_len` (default: the trained length). `negative_text_f`
-    (B or 1, Nt, text_dim) replaces the empty text in the unconditional branch. Noise comes from
+    (B or 1, Nt, text_dim) is the negative prompt; `prompted` says whether text_f is a prompt
+    (per item or for all) or the encoding of none. Guidance `cfg` stands for
+    `Guidance.scaled(cfg)`. Noise comes from
     `generator`, else from a generator seeded with `seed` on the network's device, so a seed
     reproduces its result exactly on the same device. `known` (B, N, latent_dim, data space)
     with `known_mask` (N,) bool holds those frames fixed (see `euler_sample`).
@@ -197,18 +300,17 @@ def sample(network: V2ANetwork, clip_f: Tensor, sync_f: Tensor, text_f: Tensor, 
             f"negative_text_f has {negative_text_f.shape[-2]} tokens, text_f {text_f.shape[1]}: "
             "pad or truncate both to the network's text_seq_len"
         )
-    if cfg > 1.0 and negative_text_f is None and text_f.shape[1] != network.config.text_seq_len:
+    if cfg > 1.0 and text_f.shape[1] != network.config.text_seq_len:
         raise InputShapeError(
             f"text_f has {text_f.shape[1]} tokens but guidance needs text_seq_len "
             f"{network.config.text_seq_len} (the length of the learned empty text): pad or truncate"
         )
+    guidance = Guidance.scaled(cfg)
     with autocast_for(device):
-        conditions = network.preprocess_conditions(clip_f, sync_f, text_f, n, clip_offset)
-        empty = None
-        if cfg > 1.0:
-            empty = network.empty_conditions(b, n, clip_f.shape[1], sync_f.shape[1],
-                                             negative_text_f, clip_offset)
-    velocity = guided_velocity(network, conditions, empty, cfg)
+        branches = prepare_guidance(network, clip_f, sync_f, text_f, n, guidance,
+                                    clip_offset=clip_offset, negative_text_f=negative_text_f,
+                                    prompted=prompted)
+    velocity = guided_velocity(network, branches, guidance)
 
     if generator is None:
         generator = make_generator(device, 0 if seed is None else seed)
