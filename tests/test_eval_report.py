@@ -99,3 +99,22 @@ def test_the_shipped_judge_names_lone_world_sounds_over_near_silence_too():
                                          cuts=False).audio)[0] == cls
              for k, cls in enumerate(CLASSES)]
     assert np.mean(right) >= 0.9, [c for c, ok in zip(CLASSES, right, strict=True) if not ok]
+
+
+def test_generated_audio_is_measured_as_the_engine_delivers_it(untrained_weights):
+    """Levelled by the output stage: a prompt that only moved the overall level would change
+    nothing an editor hears, and must measure as nothing."""
+    import pyloudnorm
+
+    from daemon.model.engine import OutputSettings, true_peak
+    from daemon.model.evaluate import EvalSettings, ModelUnderTest
+
+    model = ModelUnderTest(untrained_weights)
+    clip = generate_clip(1_000_000, EVAL_SYNC)
+    audio = model.generate([model.picture(clip)], ["rain"], None, EvalSettings(steps=2))[0]
+    out = OutputSettings()
+    loudness = pyloudnorm.Meter(16_000).integrated_loudness(audio.astype(np.float64))
+    peak_db = 20 * np.log10(true_peak(audio, 16_000))
+    assert loudness < out.loudness_lufs + 0.1
+    # At the target loudness, unless the true-peak ceiling held it lower.
+    assert abs(loudness - out.loudness_lufs) < 0.1 or abs(peak_db - out.true_peak_dbfs) < 0.1

@@ -83,7 +83,7 @@ def test_mmaudio_guidance_is_two_branches_in_one_batch(net, inputs):
     clip, sync, text = inputs
     x, t, w = torch.randn(2, 40, 8), 0.3, 4.5
     with torch.no_grad():
-        guidance = Guidance(w, w, w)
+        guidance = Guidance.mmaudio(w)
         branches = prepare_guidance(net, clip, sync, text, 40, guidance)
         assert branches.plain is None and branches.negative is None
         calls, handle = _count_calls(net.audio_input_proj)
@@ -101,33 +101,53 @@ def test_picture_prompt_and_negative_are_separate_terms_per_item(net, inputs):
     """Item 0 has a prompt and a negative prompt, item 1 neither (its text is no caption)."""
     clip, sync, text = inputs
     negative = torch.randn(2, 4, 16)
-    x, t = torch.randn(2, 40, 8), 0.6
-    g = Guidance(picture=3.0, prompt=7.0, negative=5.0)
+    g = Guidance(picture=3.0, prompt=7.0, negative=5.0, prompt_until=0.5)
+    x = torch.randn(2, 40, 8)
     with torch.no_grad():
         branches = prepare_guidance(net, clip, sync, text, 40, g, negative_text_f=negative,
                                     prompted=torch.tensor([True, False]),
                                     negated=torch.tensor([True, False]))
-        calls, handle = _count_calls(net.audio_input_proj)
-        v = guided_velocity(net, branches, g)(x, t)
-        handle.remove()
-        assert calls == [8]  # four branches, one forward
-
-        tt = torch.full((2,), t)
-
-        def branch(clip_f, sync_f, text_f):
-            return net.predict_flow(x, tt, net.preprocess_conditions(clip_f, sync_f, text_f, 40))
-
+        velocity = guided_velocity(net, branches, g)
         e_clip, e_sync, e_text = net.empty_features(2, 10, 32)
-        v_full = branch(clip, sync, text)
-        v_empty = branch(e_clip, e_sync, e_text)
-        v_plain = branch(clip, sync, e_text)
-        v_neg = branch(clip, sync, negative)
-    want_0 = (v_empty[0] + 3.0 * (v_plain[0] - v_empty[0]) + 7.0 * (v_full[0] - v_plain[0])
-              - 5.0 * (v_neg[0] - v_plain[0]))
-    # Without a prompt the item's own caption-less velocity stands for the picture alone.
-    want_1 = v_empty[1] + 3.0 * (v_full[1] - v_empty[1])
-    assert torch.allclose(v[0], want_0, atol=1e-4)
-    assert torch.allclose(v[1], want_1, atol=1e-4)
+        for t, prompt_w in ((0.2, 7.0), (0.6, 3.0)):  # from prompt_until on, the picture's
+            calls, handle = _count_calls(net.audio_input_proj)
+            v = velocity(x, t)
+            handle.remove()
+            assert calls == [8]  # four branches, one forward
+
+            tt = torch.full((2,), t)
+
+            def branch(clip_f, sync_f, text_f, tt=tt):
+                return net.predict_flow(x, tt, net.preprocess_conditions(clip_f, sync_f,
+                                                                         text_f, 40))
+
+            v_full, v_empty = branch(clip, sync, text), branch(e_clip, e_sync, e_text)
+            v_plain, v_neg = branch(clip, sync, e_text), branch(clip, sync, negative)
+            want_0 = (v_empty[0] + 3.0 * (v_plain[0] - v_empty[0])
+                      + prompt_w * (v_full[0] - v_plain[0]) - 5.0 * (v_neg[0] - v_plain[0]))
+            # Without a prompt the item's own caption-less velocity stands for the picture alone.
+            want_1 = v_empty[1] + 3.0 * (v_full[1] - v_empty[1])
+            assert torch.allclose(v[0], want_0, atol=1e-4)
+            assert torch.allclose(v[1], want_1, atol=1e-4)
+
+
+def test_without_a_negative_prompt_late_steps_are_mmaudios_two_branches(net, inputs):
+    clip, sync, text = inputs
+    g = Guidance(picture=3.0, prompt=7.0, negative=5.0, prompt_until=0.5)
+    x = torch.randn(2, 40, 8)
+    with torch.no_grad():
+        velocity = guided_velocity(net, prepare_guidance(net, clip, sync, text, 40, g), g)
+        counted = []
+        for t in (0.2, 0.6):
+            calls, handle = _count_calls(net.audio_input_proj)
+            v = velocity(x, t)
+            handle.remove()
+            counted += calls
+        mmaudio = Guidance.mmaudio(3.0)
+        want = guided_velocity(net, prepare_guidance(net, clip, sync, text, 40, mmaudio),
+                               mmaudio)(x, 0.6)
+    assert counted == [6, 4]  # (P, T), (0, 0), (P, 0) early; the first two late
+    assert torch.allclose(v, want, atol=1e-5)
 
 
 def test_scaled_guidance_steers_prompts_harder_than_the_picture():

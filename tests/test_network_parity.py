@@ -44,7 +44,7 @@ def test_guided_flow_matches_reference(parity, variant):
     net, io, cfg = _load(parity, variant)
     n = io["latent"].shape[1]
     # MMAudio's guidance is ours with the prompt steered as hard as the picture.
-    guidance = Guidance(cfg, cfg, cfg)
+    guidance = Guidance.mmaudio(cfg)
     with torch.no_grad():
         branches = prepare_guidance(net, io["clip_f"], io["sync_f"], io["text_f"], n, guidance)
         velocity = guided_velocity(net, branches, guidance)(io["latent"], float(io["cfg_t"]))
