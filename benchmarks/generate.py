@@ -5,7 +5,8 @@
 Prints one table. Rows:
 - generate 8 s (tiny, 25 steps, cfg 4.5): wall time of V2AEngine.generate end to end, median of
   the repeats, with the stages the engine records (decode + picture features, text, sampling,
-  Griffin-Lim, output stage); goal <= 2 s on 2 CPU cores. Uses the embedded weights when they
+  Griffin-Lim, output stage); goal <= 2 s on 2 CPU cores. Then without a prompt, and with a
+  prompt and a negative prompt (each adds branches to guidance): total and sampling. Uses the embedded weights when they
   are installed, else a random-weight tiny network (same computation, same speed).
 - decode + features 1080p H.264: the engine's picture features (MotionFeatures, with the
   contact detector when the weights use it, and without it) over a 10 s 1920x1080 25 fps
@@ -107,21 +108,26 @@ def main() -> int:
         request = ClipRequest((Segment(str(clip), 0.0, args.seconds),), prompt="a door slams",
                               steps=args.steps, cfg=4.5)
         engine.generate(request, lambda *a: None, lambda: False)  # warm-up (kernel set-up)
-        walls, stages = [], []
-        for seed in range(args.repeats):
-            started = time.perf_counter()
-            audio = engine.generate(
-                ClipRequest(request.segments, request.prompt, steps=args.steps, seed=seed),
-                lambda *a: None, lambda: False,
-            )
-            walls.append(time.perf_counter() - started)
-            stages.append(audio.metadata["timings"])
-        wall = statistics.median(walls)
-        rows.append((f"generate {args.seconds:g} s, tiny, {args.steps} steps, cfg 4.5 ({label})",
-                     f"{wall:.2f} s", f"RTF {wall / args.seconds:.3f} (goal <= 2 s)"))
-        for key in stages[0]:
-            value = statistics.median(s[key] for s in stages)
-            rows.append((f"  stage {key}", f"{value:.3f} s", ""))
+        # The prompt adds guidance's picture-only branch over the first quarter of the steps,
+        # a negative prompt a fourth branch over all of them (daemon.model.flow.Guidance).
+        for case, prompt, negative in (("prompt", "a door slams", ""), ("no prompt", "", ""),
+                                       ("prompt + negative prompt", "a door slams", "music")):
+            walls, stages = [], []
+            for seed in range(args.repeats):
+                started = time.perf_counter()
+                audio = engine.generate(
+                    ClipRequest(request.segments, prompt, negative, steps=args.steps, seed=seed),
+                    lambda *a: None, lambda: False,
+                )
+                walls.append(time.perf_counter() - started)
+                stages.append(audio.metadata["timings"])
+            wall = statistics.median(walls)
+            rows.append((f"generate {args.seconds:g} s, tiny, {args.steps} steps, cfg 4.5, "
+                         f"{case} ({label})", f"{wall:.2f} s",
+                         f"RTF {wall / args.seconds:.3f} (goal <= 2 s)"))
+            for key in stages[0] if case == "prompt" else ("sampling_s",):
+                value = statistics.median(s[key] for s in stages)
+                rows.append((f"  stage {key}", f"{value:.3f} s", ""))
 
         # -- decode + features -----------------------------------------------------------------
         started = time.perf_counter()

@@ -1,9 +1,10 @@
 """How long the network takes to sample 8 s of audio latents (25 Euler steps, guidance on).
 
-Times `daemon.model.flow.sample` (conditions prepared once, conditional and unconditional
-branches as one batched forward) for `tiny` and `small_16k` on the CPU, and `small_16k` and
-`large_44k` on CUDA when there is one (bf16 autocast). Weights are random: the cost of a
-forward does not depend on their values. Also times a 60 s `tiny` clip through the windowed
+Times `daemon.model.flow.sample` with MMAudio's guidance (conditions prepared once, the
+conditional and unconditional branches as one batched forward; a prompt adds a third branch over
+the first quarter of the steps, a negative prompt one over all: `benchmarks/generate.py`) for
+`tiny` and `small_16k` on the CPU, and `small_16k` and `large_44k` on CUDA when there is one
+(bf16 autocast). Weights are random: the cost of a forward does not depend on their values. Also times a 60 s `tiny` clip through the windowed
 generator. Prints a table.
 
     python benchmarks/network.py [--repeats 3] [--threads N] [--no-long]
@@ -18,7 +19,7 @@ import time
 import torch
 
 from daemon.model import build_network
-from daemon.model.flow import sample
+from daemon.model.flow import Guidance, sample
 from daemon.model.windows import generate_latents, plan_windows, start_granularity
 
 
@@ -28,8 +29,7 @@ def _conditions(config, seconds: float, device):
     clip = torch.randn(1, nc, config.clip_dim, generator=g).to(device)
     sync = torch.randn(1, ns, config.sync_dim, generator=g).to(device)
     text = torch.randn(1, config.text_seq_len, config.text_dim, generator=g).to(device)
-    negative = torch.randn(1, config.text_seq_len, config.text_dim, generator=g).to(device)
-    return n, clip, sync, text, negative
+    return n, clip, sync, text
 
 
 def _time(fn, device, repeats: int) -> list[float]:
@@ -51,20 +51,20 @@ def bench(preset: str, device: torch.device, seconds: float, steps: int, cfg: fl
     torch.manual_seed(0)
     net = build_network(preset, device=device).eval()
     params = sum(p.numel() for p in net.parameters())
-    n, clip, sync, text, negative = _conditions(net.config, seconds, device)
+    n, clip, sync, text = _conditions(net.config, seconds, device)
     windows = 1
     if seconds <= 1.25 * net.config.window_s:
         def run():
-            sample(net, clip, sync, text, latent_seq_len=n, negative_text_f=negative,
-                   steps=steps, cfg=cfg, seed=0)
+            sample(net, clip, sync, text, latent_seq_len=n, guidance=Guidance.mmaudio(cfg),
+                   steps=steps, seed=0)
     else:
         c = net.config
         window, overlap = round(c.window_s * c.latent_rate), round(c.latent_rate)
         windows = len(plan_windows(n, window, overlap, start_granularity(net, overlap // 2)))
 
         def run():
-            generate_latents(net, clip, sync, text, n, negative_text_f=negative, steps=steps,
-                             cfg=cfg, seed=0)
+            generate_latents(net, clip, sync, text, n, guidance=Guidance.mmaudio(cfg),
+                             steps=steps, seed=0)
     times = _time(run, device, repeats)
     best = min(times)
     return {

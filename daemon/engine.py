@@ -20,6 +20,10 @@ import numpy as np
 OUTPUT_RATE = 48_000
 """Every engine returns audio at this rate: what Resolve and Blender mix at."""
 
+RESULT_REVISION = 2
+"""Part of every cache key: raised whenever the same request and weights would sound different
+(2: guidance in separate terms, `daemon.model.flow.Guidance`), so no stale result is served."""
+
 STAGES = ("load", "decode", "features", "sampling", "decoding_audio", "writing")
 """Progress stages, in the order a clip passes through them."""
 

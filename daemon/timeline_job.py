@@ -31,7 +31,7 @@ from bridge.planner import (
     seconds,
 )
 from bridge.timeline_output import GeneratedClip, Take, build_output
-from daemon.engine import Cancelled, ClipRequest, MediaError, Segment
+from daemon.engine import RESULT_REVISION, Cancelled, ClipRequest, MediaError, Segment
 from daemon.jobs import JobFailed
 from daemon.security import SecurityError, safe_filename, safe_join
 from daemon.wav import audio_wav_bytes
@@ -324,6 +324,7 @@ def _cache_key(engine, request: ClipRequest, media_key: list[str]) -> str:
     """Everything that decides the sound, and nothing else (not the file's path or name)."""
     what = {
         "v": CACHE_VERSION,
+        "revision": RESULT_REVISION,
         "model": engine.name,
         "weights": engine.weights_hash,
         "picture": [

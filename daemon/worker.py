@@ -23,7 +23,15 @@ import threading
 import time
 from collections.abc import Callable
 
-from daemon.engine import Cancelled, ClipRequest, Engine, EngineOutOfMemory, MediaError, Segment
+from daemon.engine import (
+    RESULT_REVISION,
+    Cancelled,
+    ClipRequest,
+    Engine,
+    EngineOutOfMemory,
+    MediaError,
+    Segment,
+)
 from daemon.jobs import (
     CANCELLED,
     DONE,
@@ -263,7 +271,8 @@ def generate_cache_key(ctx: JobContext) -> str:
     except OSError:
         media_state = [request.media]
     key = {
-        "kind": "generate", "engine": ctx.engine.name, "weights": ctx.engine.weights_hash,
+        "kind": "generate", "revision": RESULT_REVISION, "engine": ctx.engine.name,
+        "weights": ctx.engine.weights_hash,
         "media": media_state, "request": request.model_dump(mode="json"),
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()

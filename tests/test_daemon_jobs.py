@@ -56,6 +56,22 @@ def test_same_request_again_comes_from_the_cache(tmp_path, media):
     assert len(engine.calls) == 2
 
 
+def test_a_new_result_revision_does_not_serve_what_an_older_daemon_cached(tmp_path, media,
+                                                                         monkeypatch):
+    import daemon.worker
+
+    engine = ToneEngine()
+    for _ in range(2):
+        with running_server(tmp_path / "cache", engine) as server, Client(server.endpoint) as c:
+            before = c.generate(media, 0.0, 0.5, seed=1, steps=2)
+    assert before.body["cached"] and len(engine.calls) == 1
+    # Sampling changed (the same request and weights would sound different): generate again.
+    monkeypatch.setattr(daemon.worker, "RESULT_REVISION", daemon.worker.RESULT_REVISION + 1)
+    with running_server(tmp_path / "cache", engine) as server, Client(server.endpoint) as c:
+        after = c.generate(media, 0.0, 0.5, seed=1, steps=2)
+    assert not after.body["cached"] and len(engine.calls) == 2
+
+
 def test_lazy_load_keep_alive_unload_and_unload_request(tmp_path, media):
     engine = ToneEngine()
     with running_server(tmp_path / "cache", engine, keep_alive=0.3) as server, Client(server.endpoint) as client:

@@ -301,15 +301,15 @@ def sample(network: V2ANetwork, clip_f: Tensor, sync_f: Tensor, text_f: Tensor, 
            steps: int = 25, cfg: float = 4.5, seed: int | None = 0,
            generator: torch.Generator | None = None, known: Tensor | None = None,
            known_mask: Tensor | None = None, clip_offset: float = 0.0,
-           prompted: bool | Tensor = True, progress: StepProgress | None = None,
-           cancelled: Callable[[], bool] | None = None,
+           prompted: bool | Tensor = True, guidance: Guidance | None = None,
+           progress: StepProgress | None = None, cancelled: Callable[[], bool] | None = None,
            step_offset: int = 0, total_steps: int | None = None) -> Tensor:
     """Generate data-space latents (B, N, latent_dim) for one window of conditions.
 
     clip_f (B, Nc, clip_dim), sync_f (B, Ns, sync_dim), text_f (B, Nt, text_dim) on the
     network's device; N = `latent_seq_len` (default: the trained length). `negative_text_f`
     (B or 1, Nt, text_dim) is the negative prompt; `prompted` says whether text_f is a prompt
-    (per item or for all) or the encoding of none. Guidance `cfg` stands for
+    (per item or for all) or the encoding of none. `guidance` defaults to
     `Guidance.scaled(cfg)`. Noise comes from
     `generator`, else from a generator seeded with `seed` on the network's device, so a seed
     reproduces its result exactly on the same device. `known` (B, N, latent_dim, data space)
@@ -323,12 +323,12 @@ def sample(network: V2ANetwork, clip_f: Tensor, sync_f: Tensor, text_f: Tensor, 
             f"negative_text_f has {negative_text_f.shape[-2]} tokens, text_f {text_f.shape[1]}: "
             "pad or truncate both to the network's text_seq_len"
         )
-    if cfg > 1.0 and text_f.shape[1] != network.config.text_seq_len:
+    guidance = guidance or Guidance.scaled(cfg)
+    if guidance.active and text_f.shape[1] != network.config.text_seq_len:
         raise InputShapeError(
             f"text_f has {text_f.shape[1]} tokens but guidance needs text_seq_len "
             f"{network.config.text_seq_len} (the length of the learned empty text): pad or truncate"
         )
-    guidance = Guidance.scaled(cfg)
     with autocast_for(device):
         branches = prepare_guidance(network, clip_f, sync_f, text_f, n, guidance,
                                     clip_offset=clip_offset, negative_text_f=negative_text_f,

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from .config import SYNC_SEGMENT
-from .flow import StepProgress, make_generator, sample
+from .flow import Guidance, StepProgress, make_generator, sample
 from .network import InputShapeError, V2ANetwork
 
 
@@ -121,12 +121,12 @@ def generate_latents(network: V2ANetwork, clip_f: Tensor, sync_f: Tensor, text_f
                      latent_seq_len: int, *, negative_text_f: Tensor | None = None,
                      steps: int = 25, cfg: float = 4.5, seed: int = 0,
                      settings: WindowSettings | None = None, prompted: bool | Tensor = True,
-                     progress: StepProgress | None = None,
+                     guidance: Guidance | None = None, progress: StepProgress | None = None,
                      cancelled: Callable[[], bool] | None = None) -> Tensor:
     """Data-space latents (B, latent_seq_len, latent_dim) for a clip of any length.
 
     clip_f (B, Nc, clip_dim) and sync_f (B, Ns, sync_dim) cover the whole clip at the network's
-    clip/sync rates; text_f (B, Nt, text_dim) applies throughout (`prompted`: see
+    clip/sync rates; text_f (B, Nt, text_dim) applies throughout (`prompted`, `guidance`: see
     `flow.sample`). progress(step, total) counts
     sampler steps over all windows.
     """
@@ -148,8 +148,8 @@ def generate_latents(network: V2ANetwork, clip_f: Tensor, sync_f: Tensor, text_f
         clip, sync, offset = window_conditions(network, clip_f, sync_f, whole)
         return sample(network, clip, sync, text_f, latent_seq_len=latent_seq_len,
                       negative_text_f=negative_text_f, steps=steps, cfg=cfg, seed=seed,
-                      clip_offset=offset, prompted=prompted, progress=progress,
-                      cancelled=cancelled)
+                      clip_offset=offset, prompted=prompted, guidance=guidance,
+                      progress=progress, cancelled=cancelled)
 
     window = round(window_s * c.latent_rate)
     overlap = max(1, round(settings.overlap_s * c.latent_rate))
@@ -171,8 +171,8 @@ def generate_latents(network: V2ANetwork, clip_f: Tensor, sync_f: Tensor, text_f
         latents = sample(network, clip, sync, text_f, latent_seq_len=w.length,
                          negative_text_f=negative_text_f, steps=steps, cfg=cfg,
                          generator=generator, known=known, known_mask=known_mask,
-                         clip_offset=offset, prompted=prompted, progress=progress,
-                         cancelled=cancelled, step_offset=i * steps, total_steps=total_steps)
+                         clip_offset=offset, prompted=prompted, guidance=guidance,
+                         progress=progress, cancelled=cancelled, step_offset=i * steps, total_steps=total_steps)
         if w.shared > hold:
             # Cross-fade the free shared frames from the previous window's to this one's; the
             # held frames already equal the previous window's.
