@@ -25,7 +25,7 @@ class V2ASceneSettings(bpy.types.PropertyGroup):
         description="Sampler steps: more is slower and a little cleaner")
     guidance: FloatProperty(
         name="Guidance", min=0.0, max=50.0, default=4.5, precision=1,
-        description="How strongly the prompts steer the sound (classifier-free guidance)")
+        description="How strongly the picture and the prompts steer the sound (guidance)")
     takes: IntProperty(
         name="Takes", min=1, max=16, default=1,
         description="Variations per strip; the first is heard, the others go in muted on the "
