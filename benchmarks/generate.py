@@ -6,8 +6,9 @@ Prints one table. Rows:
 - generate 8 s (tiny, 25 steps, cfg 4.5): wall time of V2AEngine.generate end to end, median of
   the repeats, with the stages the engine records (decode + picture features, text, sampling,
   Griffin-Lim, output stage); goal <= 2 s on 2 CPU cores. Then without a prompt, and with a
-  prompt and a negative prompt (each adds branches to guidance): total and sampling. Uses the embedded weights when they
-  are installed, else a random-weight tiny network (same computation, same speed).
+  prompt and a negative prompt (each adds branches to guidance): total and sampling. Uses the
+  embedded weights when they are installed, else a random-weight tiny network (same
+  computation, same speed).
 - decode + features 1080p H.264: the engine's picture features (MotionFeatures, with the
   contact detector when the weights use it, and without it) over a 10 s 1920x1080 25 fps
   H.264 file made here (libx264 veryfast, crf 20, keyframe every 2 s, moving textured picture;

@@ -4,8 +4,8 @@ Times `daemon.model.flow.sample` with MMAudio's guidance (conditions prepared on
 conditional and unconditional branches as one batched forward; a prompt adds a third branch over
 the first quarter of the steps, a negative prompt one over all: `benchmarks/generate.py`) for
 `tiny` and `small_16k` on the CPU, and `small_16k` and `large_44k` on CUDA when there is one
-(bf16 autocast). Weights are random: the cost of a forward does not depend on their values. Also times a 60 s `tiny` clip through the windowed
-generator. Prints a table.
+(bf16 autocast). Weights are random: the cost of a forward does not depend on their values.
+Also times a 60 s `tiny` clip through the windowed generator. Prints a table.
 
     python benchmarks/network.py [--repeats 3] [--threads N] [--no-long]
 """

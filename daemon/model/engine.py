@@ -58,7 +58,7 @@ from daemon.model.flow import (
     prepare_guidance,
 )
 from daemon.model.network import V2ANetwork
-from daemon.model.text import MiniLMText, TextEncoder
+from daemon.model.text import MiniLMText, TextEncoder, is_prompt
 from daemon.model.visual import MotionFeatures, VisualEncoder, VisualFeatures, default_visual
 from daemon.model.windows import (
     Window,
@@ -478,7 +478,7 @@ class V2AEngine:
             self.network, plan.clip[None].to(device), plan.sync[None].to(device),
             plan.text[None].to(device), plan.latent_len, negative_text_f=negative,
             steps=request.steps, cfg=request.cfg, seed=request.seed,
-            settings=self._window_settings(request), prompted=bool(request.prompt.strip()),
+            settings=self._window_settings(request), prompted=is_prompt(request.prompt),
             progress=report, cancelled=cancelled,
         )
 
@@ -511,7 +511,7 @@ class V2AEngine:
             branches = prepare_guidance(
                 network, clip, sync, text, n, guidance, clip_offset=clip_offset,
                 negative_text_f=negative,
-                prompted=torch.tensor([bool(r.prompt.strip()) for r in requests], device=device),
+                prompted=torch.tensor([is_prompt(r.prompt) for r in requests], device=device),
                 negated=torch.tensor([p.negative is not None for p in plans], device=device))
         velocity = guided_velocity(network, branches, guidance)
         x = euler_sample(velocity, noise, steps, progress=report, cancelled=cancelled)

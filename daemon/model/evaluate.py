@@ -48,6 +48,7 @@ import numpy as np
 import torch
 
 from daemon.model.checkpoint import file_metadata
+from daemon.model.text import is_prompt
 from daemon.model.world import (
     EVAL_SYNC,
     WorldConfig,
@@ -137,7 +138,7 @@ class ModelUnderTest:
             neg = (None if negatives is None
                    else self.text.encode(negatives[i:i + settings.batch]).tokens)
             n = self.network.config.seq_lens_for(8.0)[0]
-            prompted = torch.tensor([bool(p.strip()) for p in prompts[i:i + settings.batch]])
+            prompted = torch.tensor([is_prompt(p) for p in prompts[i:i + settings.batch]])
             latents = generate_latents(self.network, clip, sync, text, n, negative_text_f=neg,
                                        steps=settings.steps, cfg=settings.cfg,
                                        seed=settings.seed if seed is None else seed,

@@ -201,7 +201,7 @@ def prepare_guidance(network: V2ANetwork, clip_f: Tensor, sync_f: Tensor, text_f
     elif negated is None:
         negated = torch.ones(b, dtype=torch.bool, device=device)
     negated = negated.to(device=device, dtype=torch.bool)
-    empty = network.empty_conditions(b, n, clip_f.shape[1], sync_f.shape[1], None, clip_offset)
+    empty = network.empty_conditions(b, n, clip_f.shape[1], sync_f.shape[1], clip_offset)
     empty_text = network.empty_string_feat.expand(b, -1, -1)
     negative = None
     if negated.any():
@@ -310,10 +310,10 @@ def sample(network: V2ANetwork, clip_f: Tensor, sync_f: Tensor, text_f: Tensor, 
     network's device; N = `latent_seq_len` (default: the trained length). `negative_text_f`
     (B or 1, Nt, text_dim) is the negative prompt; `prompted` says whether text_f is a prompt
     (per item or for all) or the encoding of none. `guidance` defaults to
-    `Guidance.scaled(cfg)`. Noise comes from
-    `generator`, else from a generator seeded with `seed` on the network's device, so a seed
-    reproduces its result exactly on the same device. `known` (B, N, latent_dim, data space)
-    with `known_mask` (N,) bool holds those frames fixed (see `euler_sample`).
+    `Guidance.scaled(cfg)`. Noise comes from `generator`, else from a generator seeded with
+    `seed` on the network's device, so a seed reproduces its result exactly on the same device.
+    `known` (B, N, latent_dim, data space) with `known_mask` (N,) bool holds those frames fixed
+    (see `euler_sample`).
     """
     device = network.latent_mean.device
     b = clip_f.shape[0]

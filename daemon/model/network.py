@@ -480,40 +480,29 @@ class V2ANetwork(nn.Module):
         return Conditions(clip=clip, text=text, sync=sync, global_cond=global_cond,
                           latent_rot=latent_rot, clip_rot=clip_rot)
 
-    def empty_features(self, batch_size: int, clip_seq_len: int, sync_seq_len: int,
-                       negative_text_f: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
-        """Raw "no condition" features (clip, sync, text) for the unconditional branch; a
-        negative prompt's text features (B or 1, Nt, text_dim) replace the empty text."""
+    def empty_features(self, batch_size: int, clip_seq_len: int,
+                       sync_seq_len: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Raw "no condition" features (clip, sync, text): the learned empty features."""
         clip = self.empty_clip_feat.expand(batch_size, clip_seq_len, -1)
         sync = self.empty_sync_feat.expand(batch_size, sync_seq_len, -1)
-        if negative_text_f is None:
-            text = self.empty_string_feat.expand(batch_size, -1, -1)
-        else:
-            if negative_text_f.ndim == 2:
-                negative_text_f = negative_text_f.unsqueeze(0)
-            text = negative_text_f.expand(batch_size, -1, -1)
+        text = self.empty_string_feat.expand(batch_size, -1, -1)
         return clip, sync, text
 
     def empty_conditions(self, batch_size: int, latent_seq_len: int | None = None,
                          clip_seq_len: int | None = None, sync_seq_len: int | None = None,
-                         negative_text_f: Tensor | None = None,
                          clip_offset: float = 0.0) -> Conditions:
+        """The unconditional branch's conditions: every row is the same, so one row is
+        projected and expanded to `batch_size`."""
         c = self.config
-        # Every row is the same unless each item has its own negative prompt: project one row.
-        shared = negative_text_f is None or negative_text_f.ndim == 2 or negative_text_f.shape[0] == 1
-        clip, sync, text = self.empty_features(
-            1 if shared else batch_size, clip_seq_len or c.clip_seq_len,
-            sync_seq_len or c.sync_seq_len, negative_text_f,
-        )
+        clip, sync, text = self.empty_features(1, clip_seq_len or c.clip_seq_len,
+                                               sync_seq_len or c.sync_seq_len)
         cond = self.preprocess_conditions(clip, sync, text, latent_seq_len, clip_offset)
-        if shared and batch_size > 1:
-            cond = Conditions(
-                clip=cond.clip.expand(batch_size, -1, -1), text=cond.text.expand(batch_size, -1, -1),
-                sync=cond.sync.expand(batch_size, -1, -1),
-                global_cond=cond.global_cond.expand(batch_size, -1, -1),
-                latent_rot=cond.latent_rot, clip_rot=cond.clip_rot,
-            )
-        return cond
+        return Conditions(
+            clip=cond.clip.expand(batch_size, -1, -1), text=cond.text.expand(batch_size, -1, -1),
+            sync=cond.sync.expand(batch_size, -1, -1),
+            global_cond=cond.global_cond.expand(batch_size, -1, -1),
+            latent_rot=cond.latent_rot, clip_rot=cond.clip_rot,
+        )
 
     # -- flow -----------------------------------------------------------------------------------
 

@@ -29,6 +29,12 @@ import torch
 log = logging.getLogger(__name__)
 
 
+def is_prompt(text: str) -> bool:
+    """Whether `text` says anything. Blank text is no prompt: guidance then has no prompt term
+    (`daemon.model.flow.Guidance`)."""
+    return bool(text.strip())
+
+
 class TextEncoderUnavailable(RuntimeError):
     """The text encoder's files are missing; the message says which package to reinstall."""
 

@@ -127,8 +127,7 @@ def generate_latents(network: V2ANetwork, clip_f: Tensor, sync_f: Tensor, text_f
 
     clip_f (B, Nc, clip_dim) and sync_f (B, Ns, sync_dim) cover the whole clip at the network's
     clip/sync rates; text_f (B, Nt, text_dim) applies throughout (`prompted`, `guidance`: see
-    `flow.sample`). progress(step, total) counts
-    sampler steps over all windows.
+    `flow.sample`). progress(step, total) counts sampler steps over all windows.
     """
     settings = settings or WindowSettings()
     c = network.config
@@ -172,7 +171,8 @@ def generate_latents(network: V2ANetwork, clip_f: Tensor, sync_f: Tensor, text_f
                          negative_text_f=negative_text_f, steps=steps, cfg=cfg,
                          generator=generator, known=known, known_mask=known_mask,
                          clip_offset=offset, prompted=prompted, guidance=guidance,
-                         progress=progress, cancelled=cancelled, step_offset=i * steps, total_steps=total_steps)
+                         progress=progress, cancelled=cancelled, step_offset=i * steps,
+                         total_steps=total_steps)
         if w.shared > hold:
             # Cross-fade the free shared frames from the previous window's to this one's; the
             # held frames already equal the previous window's.
