@@ -185,10 +185,11 @@ def test_resending_an_id_returns_the_same_job(tmp_path, media):
         assert engine.started.wait(20)
         # another connection re-sends the id (a plugin reconnecting): it takes the job over
         second.submit("generate", body, request_id="job-42")
+        # the job finishes only once the daemon has handed it over (else `first` hears the end)
+        heard = second.poll(timeout=20)
+        assert heard[0].type == "accepted" and heard[0].body["duplicate"] is True
         engine.release.set()
-        events = []
-        result = second.wait("job-42", on_event=events.append)
-        assert events[0].type == "accepted" and events[0].body["duplicate"] is True
+        result = second.wait("job-42")
         # once finished, re-sending gives the stored result without generating again
         stale = first.poll()  # what `first` heard before `second` took the job over
         assert stale and not any(e.final for e in stale)
