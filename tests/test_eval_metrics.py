@@ -11,6 +11,8 @@ from daemon.model.world.metrics import (
     matched_references,
     motion_peaks,
     onset_scores,
+    paired_f1_difference,
+    pooled_interval,
     pooled_scores,
     random_onsets,
     span_energy_db,
@@ -114,3 +116,31 @@ def test_random_onsets_and_span_energy():
     tone[:RATE // 2] = 0.1 * np.sin(np.arange(RATE // 2) * 0.1)
     assert span_energy_db(tone, RATE, [(0, 0.5)]) == pytest.approx(10 * np.log10(0.005), abs=0.1)
     assert span_energy_db(tone, RATE, [(0.5, 1.0)]) == -120.0
+
+
+def clip_scores(tp, fp, fn):
+    return {"tp": tp, "fp": fp, "fn": fn}
+
+
+def test_pooled_interval_is_exact_when_every_clip_is_perfect_and_holds_the_score():
+    assert pooled_interval([clip_scores(5, 0, 0)] * 10) == (1.0, 1.0)
+    mixed = [clip_scores(5, 1, 0), clip_scores(2, 0, 3), clip_scores(4, 2, 1),
+             clip_scores(0, 1, 2)] * 6
+    low, high = pooled_interval(mixed)
+    assert low < pooled_scores(mixed)["f1"] < high
+    # A quarter of the clips (the same mix) leaves more to chance.
+    few_low, few_high = pooled_interval(mixed[:4])
+    assert few_high - few_low > high - low
+    assert pooled_interval([]) == (0.0, 0.0)
+
+
+def test_paired_difference_of_identical_and_of_better_scores():
+    a = [clip_scores(3, 1, 1), clip_scores(2, 2, 0), clip_scores(1, 0, 3)] * 4
+    same = paired_f1_difference(a, a)
+    assert same["difference"] == 0.0 and same["interval"] == (0.0, 0.0)
+    assert same["b_ahead"] == 0.0
+    better = [{**s, "tp": s["tp"] + 1, "fn": max(0, s["fn"] - 1)} for s in a]
+    result = paired_f1_difference(a, better)
+    assert result["difference"] > 0 and result["interval"][0] > 0 and result["b_ahead"] == 1.0
+    with pytest.raises(ValueError, match="different clips"):
+        paired_f1_difference(a, a[:-1])

@@ -44,6 +44,11 @@ def test_sync_report_has_model_and_every_baseline(untrained_weights, tmp_path):
     assert sum(row["events"] for row in by_class["model"].values()) == listed
     for scores in summary.values():
         assert 0.0 <= scores["f1"] <= 1.0 and 0.0 <= scores["av_align"] <= 1.0
+        low, high = scores["f1_interval"]
+        assert 0.0 <= low <= high <= 1.0
+    # Each clip's counts are kept, so two reports on the same clips can be compared clip by clip.
+    per_clip = report["sync"]["per_clip"]
+    assert sum(c["tp"] + c["fn"] for c in per_clip) == listed
     # The world's own audio through the same detector is the ceiling (also after the codec);
     # an untrained network is nowhere near it.
     assert summary["world_audio"]["f1"] > 0.8
@@ -118,3 +123,25 @@ def test_generated_audio_is_measured_as_the_engine_delivers_it(untrained_weights
     assert loudness < out.loudness_lufs + 0.1
     # At the target loudness, unless the true-peak ceiling held it lower.
     assert abs(loudness - out.loudness_lufs) < 0.1 or abs(peak_db - out.true_peak_dbfs) < 0.1
+
+
+def test_adherence_report_and_a_comparison_of_it(untrained_weights, tmp_path):
+    from daemon.model.compare import compare_reports
+    from daemon.model.evaluate import FAMILIES, main
+
+    out = tmp_path / "report.json"
+    main(["--weights", str(untrained_weights), "--classifier",
+          str(WEIGHTS / "world_classifier.safetensors"), "--seeds", "1000000-1000002",
+          "--out", str(out), "--sections", "adherence", "--adherence-clips", "3", "--steps", "2",
+          "--threads", "1"])
+    report = json.loads(out.read_text())
+    section = report["adherence"]
+    assert [r["family"] for r in section["per_clip"]] == list(FAMILIES)
+    for r in section["per_clip"]:
+        assert r["prompted"] in FAMILIES[r["family"]] and r["classified"] in CLASSES
+    # Right over all classes is right within the family too.
+    assert section["accuracy"] <= section["accuracy_within_family"]
+    assert set(section["family_heard_by_family"]) == set(FAMILIES)
+    assert section["classifier_accuracy_on_codec_world_audio"] >= 2 / 3
+    same = compare_reports(report, report)["adherence"]
+    assert same["within_family"]["only_a_right"] == same["within_family"]["only_b_right"] == 0

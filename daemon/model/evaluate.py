@@ -10,7 +10,9 @@ negative terms at twice that, `flow.Guidance.scaled`), Griffin-Lim, then levelle
 loudness as the engine's output stage does.
 
 Sections (metrics are the pure functions of daemon.model.world.metrics):
-- sync: onset precision/recall/F1 (+-50 ms) of the generated audio against the events, and
+- sync: onset precision/recall/F1 (+-50 ms) of the generated audio against the events (with a
+  95 % bootstrap interval over the clips: a few hundred events leave F1 several hundredths to
+  chance; `daemon.model.compare` tells two reports on the same clips apart), and
   AV-Align (audio onsets vs motion peaks from frame differences -- a weight-free stand-in for
   optical flow -- matched within one frame, IoU). Baselines in the same run: the same model
   with its visual features zeroed, random onsets (as many as the model produced), the
@@ -64,6 +66,7 @@ from daemon.model.world.metrics import (
     matched_references,
     motion_peaks,
     onset_scores,
+    pooled_interval,
     pooled_scores,
     random_onsets,
     span_energy_db,
@@ -182,9 +185,12 @@ def evaluate_sync(model: ModelUnderTest, seeds: list[int], settings: EvalSetting
                 tally = counts.setdefault(event.cls, [0, 0])
                 tally[0] += int(hit)
                 tally[1] += 1
+        model_scores = rows["model"][-1]
         per_clip.append({"seed": clip.seed, "caption": clip.caption, "events": len(ref),
-                         "model_onsets": len(found["model"]), "f1": rows["model"][-1]["f1"]})
-    summary = {key: {**pooled_scores(rows[key]), "av_align": float(np.mean(align[key]))}
+                         "model_onsets": len(found["model"]), "f1": model_scores["f1"],
+                         **{k: model_scores[k] for k in ("tp", "fp", "fn")}})
+    summary = {key: {**pooled_scores(rows[key]), "f1_interval": pooled_interval(rows[key]),
+                     "av_align": float(np.mean(align[key]))}
                for key in rows}
     # Which events are found: the flashes and slams the front end shows clearly, or the foot
     # plants it barely shows (benchmarks/event_visibility.py).
@@ -198,8 +204,9 @@ def evaluate_sync(model: ModelUnderTest, seeds: list[int], settings: EvalSetting
 QUIET_FLOOR = replace(EVAL_SYNC, noise_floor_db=(-100.0, -90.0))
 
 
-def evaluate_adherence(model: ModelUnderTest, classifier, seeds: list[int],
-                       settings: EvalSettings) -> dict:
+def adherence_cases(seeds: list[int], settings: EvalSettings) -> list[tuple]:
+    """(seed, family, shown class, prompted class, prompt) for each seed: the families in
+    turn, the class the world shows and the one the prompt names drawn within the family."""
     rng = np.random.default_rng(settings.seed + 1)
     names = list(FAMILIES)
     cases = []
@@ -207,8 +214,18 @@ def evaluate_adherence(model: ModelUnderTest, classifier, seeds: list[int],
         family = FAMILIES[names[i % len(names)]]
         shown, prompted = str(rng.choice(family)), str(rng.choice(family))
         cases.append((seed, names[i % len(names)], shown, prompted, class_prompt(prompted, rng)))
-    clips = [generate_clip(seed, EVAL_SYNC, classes=(shown,), cuts=False)
-             for seed, _, shown, _, _ in cases]
+    return cases
+
+
+def adherence_clip(seed: int, shown: str, config: WorldConfig = EVAL_SYNC):
+    """The world clip of an adherence case: the shown class alone, one shot."""
+    return generate_clip(seed, config, classes=(shown,), cuts=False)
+
+
+def evaluate_adherence(model: ModelUnderTest, classifier, seeds: list[int],
+                       settings: EvalSettings) -> dict:
+    cases = adherence_cases(seeds, settings)
+    clips = [adherence_clip(seed, shown) for seed, _, shown, _, _ in cases]
     pictures = [model.picture(c) for c in clips]
     generated = model.generate(pictures, [c[4] for c in cases], None, settings)
     unprompted = model.generate(pictures, [""] * len(cases), None, settings)
@@ -219,8 +236,7 @@ def evaluate_adherence(model: ModelUnderTest, classifier, seeds: list[int],
                            for a, c in zip(codec_audio, cases, strict=True)]))
     # And on the same sounds over near silence, as a model may generate them: the hiss under a
     # sound must not decide its class.
-    quiet = [generate_clip(seed, QUIET_FLOOR, classes=(shown,), cuts=False).audio
-             for seed, _, shown, _, _ in cases]
+    quiet = [adherence_clip(seed, shown, QUIET_FLOOR).audio for seed, _, shown, _, _ in cases]
     judge_quiet = float(np.mean([classifier.predict(a)[0] == c[2]
                                  for a, c in zip(quiet, cases, strict=True)]))
     records = []
@@ -242,12 +258,18 @@ def evaluate_adherence(model: ModelUnderTest, classifier, seeds: list[int],
     by_family = {f: float(np.mean([r["classified_in_family"] == r["prompted"]
                                    for r in records if r["family"] == f]))
                  for f in FAMILIES if any(r["family"] == f for r in records)}
+    # Whether the judge hears the family at all (a footstep heard as an impact is the sound's
+    # fault, not the prompt's: the picture already tells the family).
+    family_heard = {f: float(np.mean([r["classified"] in FAMILIES[f]
+                                      for r in records if r["family"] == f]))
+                    for f in by_family}
     return {"clips": len(records),
             "classifier_accuracy_on_codec_world_audio": judge,
             "classifier_accuracy_on_world_audio_over_near_silence": judge_quiet,
             "accuracy": rate("classified"),
             "accuracy_within_family": rate("classified_in_family"),
             "within_family_by_family": by_family,
+            "family_heard_by_family": family_heard,
             "baseline_empty_prompt_accuracy": rate("unprompted_classified"),
             "baseline_empty_prompt_within_family": rate("unprompted_in_family"),
             "chance_within_family": float(np.mean([1 / len(FAMILIES[r["family"]])
@@ -442,13 +464,15 @@ def _headline(report: dict) -> dict:
     if "sync" in report:
         s = report["sync"]["summary"]
         out["onset_f1"] = {k: round(v["f1"], 3) for k, v in s.items()}
+        out["onset_f1_95_interval"] = {k: [round(x, 3) for x in v["f1_interval"]]
+                                       for k, v in s.items()}
         out["av_align"] = {k: round(v["av_align"], 3) for k, v in s.items()}
     if "adherence" in report:
         a = report["adherence"]
         out["adherence"] = {k: a[k] for k in ("accuracy", "accuracy_within_family",
                                               "baseline_empty_prompt_accuracy",
                                               "baseline_empty_prompt_within_family",
-                                              "chance_within_family")}
+                                              "chance_within_family", "family_heard_by_family")}
         out["classifier_held_out_accuracy"] = report["classifier"].get("held_out_accuracy")
         out["classifier_on_codec_world_audio"] = a["classifier_accuracy_on_codec_world_audio"]
         out["classifier_on_world_audio_over_near_silence"] = a[

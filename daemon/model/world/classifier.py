@@ -27,6 +27,12 @@ CLASSIFIER_SEEDS = range(600_000, 700_000)
 model's own training clips (0..~10 000)."""
 
 
+FEATURE_GROUPS = {"band mean": slice(0, 80), "band spread": slice(80, 160),
+                  "band 95th percentile": slice(160, 240), "band 10th percentile": slice(240, 320),
+                  "envelope and flux": slice(320, 334)}
+"""Where each kind of statistic sits in `audio_features` (80 mel bands, then 14 scalars)."""
+
+
 def audio_features(audio: np.ndarray, rate: int = 16_000) -> np.ndarray:
     """(n,) mono 16 kHz -> (334,) float32 statistics of its log-mel spectrogram."""
     from daemon.model.codec import MelCodec
