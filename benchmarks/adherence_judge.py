@@ -40,8 +40,7 @@ from daemon.model.world.classifier import FEATURE_GROUPS, AudioClassifier, audio
 
 
 def family_share(judge: AudioClassifier, features: np.ndarray, family: str) -> float:
-    with torch.no_grad():
-        probs = torch.softmax(judge(torch.from_numpy(features)[None])[0], -1).numpy()
+    probs = judge.probabilities(features)
     return float(sum(probs[CLASSES.index(c)] for c in FAMILIES[family]))
 
 
@@ -78,7 +77,7 @@ def main(argv=None) -> None:
             swapped[where] = theirs[where]
             swaps[group] = family_share(judge, swapped, family)
         rows.append({"seed": seed, "family": family, "prompted": prompted, "prompt": prompt,
-                     "heard": judge.predict(audio)[0],
+                     "heard": CLASSES[int(judge.probabilities(mine).argmax())],
                      "family_share": family_share(judge, mine, family),
                      "world_family_share": family_share(judge, theirs, family),
                      "family_share_with_world_group": swaps,

@@ -12,6 +12,7 @@ from daemon.model.world.metrics import (
     motion_peaks,
     onset_scores,
     paired_f1_difference,
+    paired_mean_difference,
     pooled_interval,
     pooled_scores,
     random_onsets,
@@ -144,3 +145,15 @@ def test_paired_difference_of_identical_and_of_better_scores():
     assert result["difference"] > 0 and result["interval"][0] > 0 and result["b_ahead"] == 1.0
     with pytest.raises(ValueError, match="different clips"):
         paired_f1_difference(a, a[:-1])
+
+
+def test_paired_mean_difference_on_shared_cases():
+    a = [1.0, -2.0, 3.5, 0.0, 2.0]
+    assert paired_mean_difference(a, a) == {"difference": 0.0, "interval": (0.0, 0.0)}
+    shifted = paired_mean_difference(a, [x + 1.5 for x in a])
+    assert shifted["difference"] == pytest.approx(1.5)
+    assert shifted["interval"] == pytest.approx((1.5, 1.5))
+    mixed = paired_mean_difference(a, [3.0, -2.0, 2.5, 1.0, 2.0])
+    assert mixed["interval"][0] <= mixed["difference"] <= mixed["interval"][1]
+    with pytest.raises(ValueError, match="one value per shared case"):
+        paired_mean_difference(a, a[:-1])

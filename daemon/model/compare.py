@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from daemon.model.evaluate import NEGATIVE_AMBIENCES
-from daemon.model.world.metrics import paired_f1_difference
+from daemon.model.world.metrics import paired_f1_difference, paired_mean_difference
 
 
 class ReportMismatch(ValueError):
@@ -77,23 +77,19 @@ def _specific_db(negative: dict, rows: list[int]) -> np.ndarray:
                      - negative["per_case"][i]["unrelated_reduction_db"] for i in rows])
 
 
-def compare_negative(a: dict, b: dict, draws: int = 2000, seed: int = 0) -> dict:
+def compare_negative(a: dict, b: dict) -> dict:
     _same_clips(a["per_case"], b["per_case"], ("seed", "target", "negative_prompt"), "negative")
     out = {"cases": len(a["per_case"])}
-    rng = np.random.default_rng(seed)
     for kind in ("ambience", "event"):
         rows = [i for i, r in enumerate(a["per_case"])
                 if (r["target"] in NEGATIVE_AMBIENCES) == (kind == "ambience")]
         if not rows:
             continue
-
         sa, sb = (_specific_db(report, rows) for report in (a, b))
-        picks = rng.integers(0, len(rows), size=(draws, len(rows)))
-        diff = (sb[picks] - sa[picks]).mean(axis=1)
+        paired = paired_mean_difference(sa, sb)
         out[kind] = {"specific_db_a": float(sa.mean()), "specific_db_b": float(sb.mean()),
-                     "difference_db": float(sb.mean() - sa.mean()),
-                     "difference_95_interval": (float(np.quantile(diff, 0.025)),
-                                                float(np.quantile(diff, 0.975)))}
+                     "difference_db": paired["difference"],
+                     "difference_95_interval": paired["interval"]}
     return out
 
 

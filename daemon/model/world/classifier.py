@@ -80,11 +80,14 @@ class AudioClassifier(nn.Module):
         return self.net((features - self.mean) / self.std)
 
     @torch.no_grad()
+    def probabilities(self, features: np.ndarray) -> np.ndarray:
+        """(334,) `audio_features` -> the probabilities of all CLASSES."""
+        self.eval()
+        return torch.softmax(self(torch.from_numpy(features)[None])[0], -1).numpy()
+
     def predict(self, audio: np.ndarray) -> tuple[str, np.ndarray]:
         """Most likely class of `audio` (16 kHz mono) and the probabilities of all CLASSES."""
-        self.eval()
-        logits = self(torch.from_numpy(audio_features(audio))[None])[0]
-        probs = torch.softmax(logits, -1).numpy()
+        probs = self.probabilities(audio_features(audio))
         return CLASSES[int(probs.argmax())], probs
 
     def save(self, path: str | Path, record: dict) -> None:

@@ -10,7 +10,8 @@
 - `av_align`: AV-Align, the intersection over union of audio onsets and motion peaks matched
   within one video frame.
 - `band_energy_db`: the energy of a waveform inside given time spans, in dB.
-- `pooled_interval`, `paired_f1_difference`: how far a pooled score can be trusted, by
+- `pooled_interval`, `paired_f1_difference`, `paired_mean_difference`: how far a score can be
+  trusted, or two models told apart on shared clips, by
   resampling the clips (a few hundred events leave several hundredths of F1 to chance).
 """
 
@@ -193,6 +194,19 @@ def paired_f1_difference(per_clip_a: Sequence[dict], per_clip_b: Sequence[dict],
     diff = _resampled_f1(b, picks) - _resampled_f1(a, picks)
     return {"difference": pooled_scores(per_clip_b)["f1"] - pooled_scores(per_clip_a)["f1"],
             "interval": _interval(diff, level), "b_ahead": float(np.mean(diff > 0))}
+
+
+def paired_mean_difference(values_a: Sequence[float], values_b: Sequence[float],
+                           level: float = 0.95, draws: int = 2000, seed: int = 0) -> dict:
+    """Mean of b minus mean of a, one value per shared case in the same order, with a
+    bootstrap interval that redraws the same cases for both."""
+    a, b = np.asarray(values_a, np.float64), np.asarray(values_b, np.float64)
+    if a.shape != b.shape or a.ndim != 1 or not len(a):
+        raise ValueError(f"need one value per shared case on both sides, got {a.shape} and "
+                         f"{b.shape}")
+    picks = _draws(len(a), draws, seed)
+    return {"difference": float(b.mean() - a.mean()),
+            "interval": _interval((b[picks] - a[picks]).mean(axis=1), level)}
 
 
 def motion_magnitude(frames: np.ndarray) -> np.ndarray:
