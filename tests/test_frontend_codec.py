@@ -82,3 +82,15 @@ def test_long_clips_decode_in_passes_that_join_cleanly():
     for join in (48, 96, 144):  # token where each pass after the first starts
         around = slice((join - 8) * 512, (join + 20) * 512)
         assert _spectral_distance(codec, signal[:, around], decoded[:, around]) < 0.13
+
+
+def test_token_onsets_find_where_sound_starts():
+    codec = MelCodec()
+    onsets = codec.token_onsets(codec.encode(_test_signal()))[0]  # bursts at 1, 2, 3 s
+    assert onsets.shape == (125,)
+    bursts = [round(k * float(codec.latent_rate)) for k in (1, 2, 3)]  # tokens 31, 62, 94
+    loudest = sorted(int(i) for i in onsets.topk(3).indices)
+    assert all(abs(a - b) <= 1 for a, b in zip(loudest, bursts, strict=True)), loudest
+    assert min(float(onsets[i - 1:i + 2].max()) for i in bursts) > 0.5
+    # the chirp's steady sweep and the noise under it do not read as starts
+    assert float(onsets.median()) < 0.2

@@ -11,6 +11,7 @@ from daemon.model.flow import (
     TrainingSettings,
     fit_latent_statistics,
     guided_velocity,
+    onset_weights,
     prepare_guidance,
     sample,
     sample_training_times,
@@ -207,6 +208,35 @@ def test_full_condition_dropout_trains_the_empty_features(net, inputs):
     a.backward()
     assert net.empty_string_feat.grad is not None and net.empty_string_feat.grad.abs().sum() > 0
     net.zero_grad()
+
+
+def test_token_weights_split_the_loss_between_the_tokens_they_weigh(net, inputs):
+    clip, sync, text = inputs
+    latent = torch.randn(2, 40, 8, generator=torch.Generator().manual_seed(3))
+
+    def loss(weights=None):
+        with torch.no_grad():
+            return float(training_loss(net, latent, clip, sync, text, token_weights=weights,
+                                       generator=torch.Generator().manual_seed(5)))
+
+    plain = loss()
+    assert loss(torch.ones(2, 40)) == pytest.approx(plain, rel=1e-6)
+    assert loss(torch.full((2, 40), 7.0)) == pytest.approx(plain, rel=1e-6)  # a weighted mean
+    # complementary masks: each gives the mean error over its own tokens
+    mask = torch.rand(2, 40, generator=torch.Generator().manual_seed(6)) < 0.3
+    a, b = loss(mask.float()), loss((~mask).float())
+    n = int(mask.sum())
+    assert (a * n + b * (80 - n)) / 80 == pytest.approx(plain, rel=1e-5)
+    assert a != pytest.approx(b)
+    with pytest.raises(ValueError, match="token_weights"):
+        loss(torch.ones(2, 39))
+
+
+def test_onset_weights_weigh_a_start_and_the_token_after_it():
+    onsets = torch.tensor([[0.0, 0.1, 0.8, 0.2, 0.1, 0.6],
+                           [0.5, 0.0, 0.0, 0.0, 0.0, 0.49]])
+    assert onset_weights(onsets, 0.5, 3.0).tolist() == [[1, 1, 4, 4, 1, 4], [4, 4, 1, 1, 1, 1]]
+    assert onset_weights(onsets, 0.5, 0.0).tolist() == [[1.0] * 6] * 2
 
 
 def test_low_t_fraction_puts_that_share_of_samples_near_the_noise():

@@ -21,10 +21,10 @@ def shards(tmp_path_factory):
     return folder
 
 
-def _train(shards, work, steps: int) -> list[str]:
+def _train(shards, work, steps: int, *extra: str) -> dict:
     main(["train", "--data", str(shards), "--work", str(work), "--out", str(work / "tiny.safetensors"),
           "--steps", str(steps), "--batch", "2", "--warmup", "1", "--min-clips", "2", "--decay",
-          "--log-every", "1", "--save-every", "2", "--threads", "1"])
+          "--log-every", "1", "--save-every", "2", "--threads", "1", *extra])
     return json.loads((work / "training.json").read_text())
 
 
@@ -47,6 +47,14 @@ def test_recipe_trains_resumes_and_ships_loadable_weights(shards, tmp_path, caps
     # the resumed part decays from the full rate to its floor (0.1 x lr) at the last step
     rates = [float(line.split(" lr ")[1].split()[0]) for line in log.splitlines() if " lr " in line]
     assert rates[0] == pytest.approx(1e-3) and rates[-1] == pytest.approx(0.1 * 1e-3, rel=0.05)
+
+
+def test_recipe_weighs_the_starts_of_sounds_when_asked(shards, tmp_path):
+    record = _train(shards, tmp_path, 2, "--onset-weight", "3", "--onset-rise", "0.4")
+    assert record["onset_weight"] == 3.0 and record["onset_rise"] == 0.4
+    network = load_network(tmp_path / "tiny.safetensors")
+    assert all(torch.isfinite(p).all() for p in network.parameters())
+    assert "onset_weight" not in _train(shards, tmp_path / "plain", 1)
 
 
 def test_worker_processes_write_the_same_shards(shards, tmp_path):

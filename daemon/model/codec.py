@@ -174,6 +174,17 @@ class MelCodec:
         frames = self.log_mel(waveform)  # (B, T, 80), T = 2N
         return frames.reshape(b, -1, self.latent_dim)  # (B, N, 160)
 
+    def token_onsets(self, latents: torch.Tensor) -> torch.Tensor:
+        """(B, N, 160) latents -> (B, N) how sharply sound starts in each token: the mean rise
+        of the log-mel over the 80 bands from one 16 ms frame to the next (falls count zero),
+        the larger of the token's two frames, in nats. A broadband click or step reads near 1
+        and above; steady sound, a tone's slow swell or a fade near 0.1."""
+        b, n, _ = latents.shape
+        frames = latents.float().reshape(b, n * self.frames_per_token, self.n_mels)
+        rise = (frames[:, 1:] - frames[:, :-1]).clamp_min(0).mean(-1)
+        rise = torch.nn.functional.pad(rise, (1, 0))  # the first frame has nothing before it
+        return rise.reshape(b, n, self.frames_per_token).amax(-1)
+
     # -- latent -> waveform -------------------------------------------------------------------
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:

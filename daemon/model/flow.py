@@ -61,11 +61,25 @@ def sample_training_times(batch_size: int, settings: TrainingSettings, *,
     return t
 
 
+def onset_weights(onsets: Tensor, rise: float, weight: float) -> Tensor:
+    """(B, N) token weights for `training_loss` from (B, N) onset strengths (the codec's
+    `token_onsets`): 1 + `weight` on every token where sound starts (strength >= `rise`) and on
+    the token after it, 1 elsewhere.
+
+    A step or a click fills a token or two where a rain or a pad fills hundreds, so the flow
+    loss is mostly about steady sound; this gives the starts of sounds a say in it."""
+    start = onsets >= rise
+    after = F.pad(start[:, :-1], (1, 0))
+    return 1.0 + weight * (start | after).to(onsets.dtype)
+
+
 def training_loss(network: V2ANetwork, latent: Tensor, clip_f: Tensor, sync_f: Tensor,
                   text_f: Tensor, *, settings: TrainingSettings | None = None,
-                  generator: torch.Generator | None = None) -> Tensor:
+                  generator: torch.Generator | None = None,
+                  token_weights: Tensor | None = None) -> Tensor:
     """Mean squared error between predicted and true velocity for a batch of data-space
-    latents (B, N, latent_dim) with their conditions."""
+    latents (B, N, latent_dim) with their conditions. `token_weights` (B, N), when given,
+    weigh each token's error (a weighted mean: weights all equal give the plain loss)."""
     settings = settings or TrainingSettings()
     b = latent.shape[0]
     device = latent.device
@@ -90,7 +104,14 @@ def training_loss(network: V2ANetwork, latent: Tensor, clip_f: Tensor, sync_f: T
         )
 
     velocity = network(x_t, clip_f, sync_f, text_f, t)
-    return F.mse_loss(velocity.float(), (data - noise).float())
+    if token_weights is None:
+        return F.mse_loss(velocity.float(), (data - noise).float())
+    if token_weights.shape != latent.shape[:2]:
+        raise InputShapeError(f"token_weights must be {tuple(latent.shape[:2])} (B, N), got "
+                              f"{tuple(token_weights.shape)}")
+    error = (velocity.float() - (data - noise).float()).pow(2).mean(-1)  # (B, N)
+    weights = token_weights.float()
+    return (error * weights).sum() / weights.sum().clamp_min(1e-12)
 
 
 @torch.no_grad()

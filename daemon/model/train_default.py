@@ -11,7 +11,8 @@ network already trains on the first shards):
 
 Training: conditional flow matching (daemon.model.flow.training_loss: logit-normal t, with
 `--low-t` of the samples at t < `--low-t-max`; 10 % picture (`--picture-dropout`) and 10 % text
-dropout to the learned empty features), AdamW (the caption's path optionally at
+dropout to the learned empty features; with `--onset-weight`, the tokens where a sound starts
+weigh more in the loss), AdamW (the caption's path optionally at
 `--condition-lr-scale` x the rate), linear warm-up from where each invocation starts, then a
 constant or (`--decay`) cosine-decaying rate, gradient clipping, an exponential moving average
 of the weights (what is shipped), latent statistics fitted on the data, a gain augmentation (a
@@ -44,6 +45,7 @@ from pathlib import Path
 import torch
 
 from daemon.model.checkpoint import save_network
+from daemon.model.codec import MelCodec
 from daemon.model.config import preset
 from daemon.model.engine import pick_device
 from daemon.model.flow import (
@@ -51,6 +53,7 @@ from daemon.model.flow import (
     autocast_for,
     fit_latent_statistics,
     make_generator,
+    onset_weights,
     training_loss,
 )
 from daemon.model.network import build_network
@@ -104,6 +107,7 @@ def train(args) -> None:
                                 picture_dropout=args.picture_dropout,
                                 low_t_fraction=args.low_t, low_t_max=args.low_t_max)
     fit_latent_statistics(network, data.tensors["latent"].float())
+    codec = MelCodec()  # the shards' latents are its log-mel tokens
     network.to(device)
     optimiser = _optimiser(network, args.lr, args.condition_lr_scale)
     ema = copy.deepcopy(network).requires_grad_(False)
@@ -146,9 +150,12 @@ def train(args) -> None:
             rate *= cosine_decay(remaining_fraction_done(), args.min_lr)
         for group in optimiser.param_groups:
             group["lr"] = rate * group["lr_scale"]
+        weights = (onset_weights(codec.token_onsets(batch["latent"]), args.onset_rise,
+                                 args.onset_weight) if args.onset_weight else None)
         with autocast_for(device):
             loss = training_loss(network, batch["latent"] + gain, batch["clip"], batch["sync"],
-                                 batch["text"], settings=settings, generator=noise_generator)
+                                 batch["text"], settings=settings, generator=noise_generator,
+                                 token_weights=weights)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)
@@ -171,6 +178,8 @@ def train(args) -> None:
         "steps": step, "batch": args.batch, "lr": args.lr, "ema": args.ema,
         "condition_lr_scale": args.condition_lr_scale, "picture_dropout": args.picture_dropout,
         "low_t_fraction": args.low_t, "low_t_max": args.low_t_max,
+        **({"onset_weight": args.onset_weight, "onset_rise": args.onset_rise}
+           if args.onset_weight else {}),
         "decay": f"cosine to {args.min_lr} x lr from step {first_step}" if args.decay else None,
         "clips": len(data), "train_seconds": round(seconds),
         "hardware": (torch.cuda.get_device_name(device) if device.type == "cuda" else
@@ -336,6 +345,12 @@ def main(argv=None) -> None:
                         "caption then has to carry the whole sound")
     t.add_argument("--condition-lr-scale", type=float, default=1.0,
                    help="rate multiplier for the caption's path into the network")
+    t.add_argument("--onset-weight", type=float, default=0.0,
+                   help="extra weight in the loss on the tokens where a sound starts and the "
+                        "token after (1 + this; 0: every token alike)")
+    t.add_argument("--onset-rise", type=float, default=0.5,
+                   help="mean log-mel rise over the bands, in nats, from which a token counts as "
+                        "a start (0.5: about the loudest 7 %% of the world's tokens)")
     t.add_argument("--ema", type=float, default=0.998)
     t.add_argument("--min-clips", type=int, default=300)
     t.add_argument("--log-every", type=int, default=25)
