@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from daemon.model.checkpoint import load_network
+from daemon.model.config import preset
 from daemon.model.network import build_network
 from daemon.model.train_default import _load_optimiser_state, _optimiser, main
 
@@ -55,6 +56,32 @@ def test_recipe_weighs_the_starts_of_sounds_when_asked(shards, tmp_path):
     network = load_network(tmp_path / "tiny.safetensors")
     assert all(torch.isfinite(p).all() for p in network.parameters())
     assert "onset_weight" not in _train(shards, tmp_path / "plain", 1)
+
+
+def test_average_is_the_mean_of_the_networks_and_names_its_parts(tmp_path, capsys):
+    from daemon.model.checkpoint import file_metadata, save_network
+
+    torch.manual_seed(0)
+    a, b = build_network("tiny"), build_network("tiny")
+    save_network(a.half(), tmp_path / "a", extra_metadata={"training": {"steps": 10}})
+    save_network(b.half(), tmp_path / "b", extra_metadata={"training": {"steps": 20}})
+    main(["average", str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors"),
+          "--share", "1", "3", "--out", str(tmp_path / "mean")])
+    mean = load_network(tmp_path / "mean.safetensors").state_dict()
+    a, b = load_network(tmp_path / "a.safetensors"), load_network(tmp_path / "b.safetensors")
+    for name, value in a.state_dict().items():
+        expected = 0.25 * value + 0.75 * b.state_dict()[name]
+        assert torch.allclose(mean[name], expected.half().float(), atol=1e-3), name
+    record = json.loads(file_metadata(tmp_path / "mean.safetensors")["training"])
+    assert record["steps"] == 20
+    assert record["averaged"] == [{"file": "a.safetensors", "share": 0.25, "steps": 10},
+                                  {"file": "b.safetensors", "share": 0.75, "steps": 20}]
+    save_network(build_network(preset("tiny").with_(sync_dim=68)), tmp_path / "wide")
+    with pytest.raises(SystemExit, match="configs differ"):
+        main(["average", str(tmp_path / "a.safetensors"), str(tmp_path / "wide.safetensors"),
+              "--out", str(tmp_path / "x")])
+    with pytest.raises(SystemExit, match="two or more"):
+        main(["average", str(tmp_path / "a.safetensors"), "--out", str(tmp_path / "x")])
 
 
 def test_worker_processes_write_the_same_shards(shards, tmp_path):

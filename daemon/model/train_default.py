@@ -8,6 +8,9 @@ network already trains on the first shards):
     # 2. flow-matching training on whatever shards exist (picks up new ones as they appear)
     python -m daemon.model.train_default train --data /tmp/v2a-world --work /tmp/v2a-train \
         --steps 6000 --deadline 2026-11-22T00:00 --out daemon/model/weights/tiny.safetensors
+    # the mean of two stages' weights (how the shipped file was made), and a running one's
+    python -m daemon.model.train_default average a.safetensors b.safetensors --out mean
+    python -m daemon.model.train_default export --work /tmp/v2a-train --out now
 
 Training: conditional flow matching (daemon.model.flow.training_loss: logit-normal t, with
 `--low-t` of the samples at t < `--low-t-max`; 10 % picture (`--picture-dropout`) and 10 % text
@@ -44,7 +47,7 @@ from pathlib import Path
 
 import torch
 
-from daemon.model.checkpoint import save_network
+from daemon.model.checkpoint import file_metadata, load_network, save_network
 from daemon.model.codec import MelCodec
 from daemon.model.config import preset
 from daemon.model.engine import pick_device
@@ -295,6 +298,34 @@ def export(args) -> None:
     _log(f"exported step {state['step']} to {path}")
 
 
+def average(args) -> None:
+    """Write the mean, parameter by parameter, of networks of one config (float16, like the
+    shipped file). The shipped weights are such a mean of two stages: one keeps what the other
+    unlearnt (model card). The record is the last network's training, with the parts named."""
+    paths = [Path(p) for p in args.weights]
+    shares = args.share or [1.0 / len(paths)] * len(paths)
+    if len(paths) < 2 or len(shares) != len(paths) or min(shares) < 0 or sum(shares) <= 0:
+        raise SystemExit("average needs two or more weights files and, with --share, one "
+                         "non-negative share each (they are scaled to sum to 1)")
+    shares = [w / sum(shares) for w in shares]
+    networks = [load_network(p) for p in paths]
+    for path, network in zip(paths[1:], networks[1:], strict=True):
+        if network.config != networks[0].config:
+            raise SystemExit(f"cannot average {paths[0].name} and {path.name}: their network "
+                             "configs differ")
+    states = [n.state_dict() for n in networks]
+    mean = {k: (sum(w * s[k].float() for w, s in zip(shares, states, strict=True))
+                if v.is_floating_point() else v) for k, v in states[0].items()}
+    networks[0].load_state_dict(mean)
+    records = [json.loads(file_metadata(p).get("training", "{}")) for p in paths]
+    record = {**records[-1], "averaged": [{"file": p.name, "share": round(w, 6),
+                                           "steps": r.get("steps")}
+                                          for p, w, r in zip(paths, shares, records, strict=True)]}
+    path = save_network(networks[0].half(), args.out, extra_metadata={"training": record})
+    _log("saved " + str(path) + ": " + " + ".join(f"{w:.3g} x {p.name}"
+                                                     for p, w in zip(paths, shares, strict=True)))
+
+
 def _save_checkpoint(path: Path, network, ema, optimiser, step: int, seconds: float) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save({"network": network.state_dict(), "ema": ema.state_dict(),
@@ -363,8 +394,14 @@ def main(argv=None) -> None:
     e.add_argument("--work", required=True)
     e.add_argument("--out", required=True)
     e.add_argument("--preset", default="tiny")
+    a = sub.add_parser("average", help="the mean of several weights files -> safetensors")
+    a.add_argument("weights", nargs="+", help="weights files of one network config")
+    a.add_argument("--out", required=True)
+    a.add_argument("--share", type=float, nargs="+", default=None,
+                   help="each file's share of the mean (default: equal)")
     args = parser.parse_args(argv)
-    {"precompute": precompute, "train": train, "export": export}[args.command](args)
+    {"precompute": precompute, "train": train, "export": export,
+     "average": average}[args.command](args)
 
 
 if __name__ == "__main__":
