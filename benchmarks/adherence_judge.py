@@ -15,6 +15,11 @@ codec and over near silence (what a perfect model would hand the judge):
   swap brings the family back is what the judge found wrong;
 - peakiness: how far the loudest log-mel cell (one band, one 16 ms frame) stands above the
   clip's 99.9th percentile cell, in nats: a narrow ringing peak in a generated step reads high.
+
+`--from-world 0.2,0.5` asks where along the path the family is decided: the sampler starts at
+t0 from the world's own sound of the prompted class noised to t0 ((1 - t0) noise + t0 sound;
+t0 = 0 is plain generation), with the same picture, prompt, guidance and noise, and the judge
+names what comes out. A family heard from t0 on but not from 0 was lost before t0.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from daemon.model.engine import OutputSettings, normalise_loudness
 from daemon.model.evaluate import (
     FAMILIES,
     QUIET_FLOOR,
@@ -35,6 +41,8 @@ from daemon.model.evaluate import (
     adherence_cases,
     adherence_clip,
 )
+from daemon.model.flow import Guidance, guided_velocity, make_generator, prepare_guidance
+from daemon.model.windows import Window, window_conditions
 from daemon.model.world.captions import CLASSES
 from daemon.model.world.classifier import FEATURE_GROUPS, AudioClassifier, audio_features
 
@@ -49,6 +57,48 @@ def peakiness(model: ModelUnderTest, audio: np.ndarray) -> float:
     return float(mel.max() - np.percentile(mel, 99.9))
 
 
+@torch.inference_mode()
+def generate_from(model: ModelUnderTest, pictures, prompts: list[str], sounds: list[np.ndarray],
+                  t0: float, settings: EvalSettings) -> list[np.ndarray]:
+    """Audio sampled from t0 on, starting from `sounds` noised to t0 (the evaluation's guidance,
+    steps and noise; 8 s clips, one window), levelled as the engine levels it."""
+    net, out = model.network, []
+    n = net.config.seq_lens_for(8.0)[0]
+    guidance = Guidance.scaled(settings.cfg)
+    for i in range(0, len(pictures), settings.batch):
+        part = slice(i, i + settings.batch)
+        clip = torch.stack([p[0] for p in pictures[part]])
+        sync = torch.stack([p[1] for p in pictures[part]])
+        clip, sync, offset = window_conditions(net, clip, sync, Window(0, n, 0))
+        text = model.text.encode(prompts[part]).tokens
+        branches = prepare_guidance(net, clip, sync, text, n, guidance, clip_offset=offset)
+        velocity = guided_velocity(net, branches, guidance)
+        sound = torch.stack([model.codec.encode(torch.from_numpy(np.asarray(a, np.float32)))[0, :n]
+                             for a in sounds[part]])
+        generator = make_generator(torch.device("cpu"), settings.seed)
+        noise = torch.randn(sound.shape, generator=generator)
+        x = (1 - t0) * noise + t0 * net.normalize(sound)
+        dt = 1.0 / settings.steps
+        for step in range(round(t0 * settings.steps), settings.steps):
+            x = x + dt * velocity(x, step * dt)
+        out += [normalise_loudness(a, model.codec.sample_rate, OutputSettings())[0]
+                for a in model.codec.decode(net.unnormalize(x)).numpy()]
+    return out
+
+
+def decided_along_the_path(model: ModelUnderTest, judge: AudioClassifier, cases, pictures,
+                           starts: list[float], settings: EvalSettings) -> None:
+    sounds = [adherence_clip(seed, prompted).audio for seed, _, _, prompted, _ in cases]
+    print(f"{'start t0':>8s}  " + "  ".join(f"{f:>10s}" for f in FAMILIES)
+          + "   (clips the judge hears in the prompted family)")
+    for t0 in starts:
+        audio = generate_from(model, pictures, [c[4] for c in cases], sounds, t0, settings)
+        heard = {f: 0 for f in FAMILIES}
+        for (_, family, *_), a in zip(cases, audio, strict=True):
+            heard[family] += family_share(judge, audio_features(a), family) > 0.5
+        print(f"{t0:8.2f}  " + "  ".join(f"{heard[f]:10d}" for f in FAMILIES))
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--weights", default="daemon/model/weights/tiny.safetensors")
@@ -57,6 +107,9 @@ def main(argv=None) -> None:
                         help="the judge (default: world_classifier.safetensors beside the weights)")
     parser.add_argument("--out", default=None, help="also write the per-case rows as JSON")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--from-world", default=None, metavar="T0,T0,...",
+                        help="instead: start the sampler at each t0 from the world's own sound "
+                             "of the prompted class noised to t0 (0 = plain generation)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     settings = EvalSettings()
@@ -65,8 +118,12 @@ def main(argv=None) -> None:
         args.classifier or Path(args.weights).with_name("world_classifier.safetensors"))
     cases = adherence_cases(_seed_range(args.seeds), settings)
     clips = [adherence_clip(seed, shown) for seed, _, shown, _, _ in cases]
-    generated = model.generate([model.picture(c) for c in clips], [c[4] for c in cases], None,
-                               settings)
+    pictures = [model.picture(c) for c in clips]
+    if args.from_world:
+        starts = [float(t) for t in args.from_world.split(",")]
+        decided_along_the_path(model, judge, cases, pictures, starts, settings)
+        return
+    generated = model.generate(pictures, [c[4] for c in cases], None, settings)
     rows = []
     for (seed, family, _, prompted, prompt), audio in zip(cases, generated, strict=True):
         world = model.through_codec(adherence_clip(seed, prompted, QUIET_FLOOR).audio)
