@@ -50,6 +50,7 @@ from daemon.model.checkpoint import load_network
 from daemon.model.codec import AudioCodec, MelCodec, resample
 from daemon.model.events import DETECTOR_FILE
 from daemon.model.flow import (
+    RENOISE,
     Guidance,
     autocast_for,
     euler_sample,
@@ -495,12 +496,16 @@ class V2AEngine:
         )
         text = torch.stack([p.text for p in plans]).to(device)
         cfg, steps = requests[0].cfg, requests[0].steps
-        # Each item's noise comes from its own seed, exactly as if it were sampled alone.
-        noise = torch.cat([
-            torch.randn((1, n, network.config.latent_dim), generator=make_generator(device, r.seed),
-                        device=device, dtype=torch.float32)
-            for r in requests
-        ])
+        # Each item's noise (the start, then each step's fresh share) comes from its own seed,
+        # exactly as if it were sampled alone.
+        generators = [make_generator(device, r.seed) for r in requests]
+
+        def fresh_noise() -> torch.Tensor:
+            return torch.cat([torch.randn((1, n, network.config.latent_dim), generator=g,
+                                          device=device, dtype=torch.float32)
+                              for g in generators])
+
+        noise = fresh_noise()
         # Items without a negative prompt carry the empty text in its rows, unused.
         negative = torch.stack([
             p.negative.to(device) if p.negative is not None else network.empty_string_feat
@@ -514,7 +519,8 @@ class V2AEngine:
                 prompted=torch.tensor([is_prompt(r.prompt) for r in requests], device=device),
                 negated=torch.tensor([p.negative is not None for p in plans], device=device))
         velocity = guided_velocity(network, branches, guidance)
-        x = euler_sample(velocity, noise, steps, progress=report, cancelled=cancelled)
+        x = euler_sample(velocity, noise, steps, renoise=RENOISE, fresh_noise=fresh_noise,
+                         progress=report, cancelled=cancelled)
         return network.unnormalize(x)
 
     # -- output stage -------------------------------------------------------------------------

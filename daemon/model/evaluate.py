@@ -50,6 +50,7 @@ import numpy as np
 import torch
 
 from daemon.model.checkpoint import file_metadata
+from daemon.model.flow import RENOISE
 from daemon.model.text import is_prompt
 from daemon.model.world import (
     EVAL_SYNC,
@@ -93,6 +94,7 @@ class EvalSettings:
     conditioning_clips: int = 24
     batch: int = 8
     seed: int = 0
+    renoise: float = RENOISE
 
 
 class ModelUnderTest:
@@ -145,7 +147,7 @@ class ModelUnderTest:
             latents = generate_latents(self.network, clip, sync, text, n, negative_text_f=neg,
                                        steps=settings.steps, cfg=settings.cfg,
                                        seed=settings.seed if seed is None else seed,
-                                       prompted=prompted)
+                                       prompted=prompted, renoise=settings.renoise)
             out += [normalise_loudness(a, self.codec.sample_rate, OutputSettings())[0]
                     for a in self.codec.decode(latents).numpy()]
         return out
@@ -415,11 +417,15 @@ def main(argv=None) -> None:
     parser.add_argument("--conditioning-clips", type=int, default=EvalSettings.conditioning_clips)
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--cfg", type=float, default=4.5)
+    parser.add_argument("--renoise", type=float, default=RENOISE,
+                        help="share of the predicted noise each sampler step redraws "
+                             f"(default {RENOISE}, what the engine uses)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     seeds = _seed_range(args.seeds)
-    settings = EvalSettings(steps=args.steps, cfg=args.cfg, sync_clips=args.sync_clips,
+    settings = EvalSettings(steps=args.steps, cfg=args.cfg, renoise=args.renoise,
+                            sync_clips=args.sync_clips,
                             adherence_clips=args.adherence_clips,
                             negative_clips=args.negative_clips,
                             conditioning_clips=args.conditioning_clips)

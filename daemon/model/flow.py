@@ -12,6 +12,7 @@ normalised with its `latent_mean` / `latent_std`.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -147,6 +148,9 @@ PROMPT_UNTIL = 0.25
 """The prompt term has its own strength for t < PROMPT_UNTIL (the first quarter of the path,
 where the overall sound is chosen), then the picture's: steered harder all the way, the prompt
 cost sync (onset F1 0.752 against 0.783) and chose no better (model card)."""
+
+RENOISE = 0.0
+"""The share of the predicted noise each sampler step replaces by fresh noise (`euler_sample`)."""
 
 
 @dataclass(frozen=True)
@@ -289,10 +293,17 @@ def guided_velocity(network: V2ANetwork, branches: GuidanceBranches,
 
 def euler_sample(velocity: Callable[[Tensor, float], Tensor], noise: Tensor, steps: int, *,
                  known: Tensor | None = None, known_mask: Tensor | None = None,
+                 renoise: float = 0.0, fresh_noise: Callable[[], Tensor] | None = None,
                  progress: StepProgress | None = None,
                  cancelled: Callable[[], bool] | None = None,
                  step_offset: int = 0, total_steps: int | None = None) -> Tensor:
     """Integrate from `noise` (t = 0) to t = 1 in `steps` Euler steps, in normalised space.
+
+    Each step predicts the sound x1 = x + (1 - t)·v and the noise in x, e = x - t·v, and moves
+    to x' = (t + dt)·x1 + (1 - t - dt)·e: exactly the Euler step. `renoise` (0..1) replaces
+    that share of e by `fresh_noise()` (a draw of x's shape), keeping its spread:
+    e' = sqrt(1 - r²)·e + r·fresh. At 0 the path is the deterministic one; above 0 each step
+    forgets some of what the last one smoothed over and redraws it (see `RENOISE`).
 
     Frames where `known_mask` (B or 1, N, 1) is true are held on the flow path of `known`
     (normalised): before each step they are set to (1 - t)·noise + t·known, so the rest of the
@@ -301,6 +312,10 @@ def euler_sample(velocity: Callable[[Tensor, float], Tensor], noise: Tensor, ste
     """
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
+    if not 0.0 <= renoise <= 1.0:
+        raise ValueError(f"renoise must be within 0..1, got {renoise}")
+    if renoise and fresh_noise is None:
+        raise ValueError("renoise needs fresh_noise, a source of new noise")
     total = total_steps or steps
     x = noise
     dt = 1.0 / steps
@@ -310,7 +325,13 @@ def euler_sample(velocity: Callable[[Tensor, float], Tensor], noise: Tensor, ste
         t = i * dt
         if known is not None:
             x = torch.where(known_mask, (1 - t) * noise + t * known, x)
-        x = x + dt * velocity(x, t)
+        v = velocity(x, t)
+        if renoise and i < steps - 1:
+            sound, in_x = x + (1 - t) * v, x - t * v
+            in_x = math.sqrt(1 - renoise ** 2) * in_x + renoise * fresh_noise()
+            x = (t + dt) * sound + (1 - t - dt) * in_x
+        else:
+            x = x + dt * v
         if progress is not None:
             progress(step_offset + i + 1, total)
     return x
@@ -323,7 +344,8 @@ def sample(network: V2ANetwork, clip_f: Tensor, sync_f: Tensor, text_f: Tensor, 
            generator: torch.Generator | None = None, known: Tensor | None = None,
            known_mask: Tensor | None = None, clip_offset: float = 0.0,
            prompted: bool | Tensor = True, guidance: Guidance | None = None,
-           progress: StepProgress | None = None, cancelled: Callable[[], bool] | None = None,
+           renoise: float = RENOISE, progress: StepProgress | None = None,
+           cancelled: Callable[[], bool] | None = None,
            step_offset: int = 0, total_steps: int | None = None) -> Tensor:
     """Generate data-space latents (B, N, latent_dim) for one window of conditions.
 
@@ -331,8 +353,9 @@ def sample(network: V2ANetwork, clip_f: Tensor, sync_f: Tensor, text_f: Tensor, 
     network's device; N = `latent_seq_len` (default: the trained length). `negative_text_f`
     (B or 1, Nt, text_dim) is the negative prompt; `prompted` says whether text_f is a prompt
     (per item or for all) or the encoding of none. `guidance` defaults to
-    `Guidance.scaled(cfg)`. Noise comes from `generator`, else from a generator seeded with
-    `seed` on the network's device, so a seed reproduces its result exactly on the same device.
+    `Guidance.scaled(cfg)`. Noise (the start, and each step's fresh share under `renoise`) comes
+    from `generator`, else from a generator seeded with `seed` on the network's device, so a
+    seed reproduces its result exactly on the same device.
     `known` (B, N, latent_dim, data space) with `known_mask` (N,) bool holds those frames fixed
     (see `euler_sample`).
     """
@@ -369,6 +392,11 @@ def sample(network: V2ANetwork, clip_f: Tensor, sync_f: Tensor, text_f: Tensor, 
             )
         known_n = network.normalize(known.float())
         mask = known_mask.to(device=device, dtype=torch.bool).view(1, n, 1)
-    x = euler_sample(velocity, noise, steps, known=known_n, known_mask=mask, progress=progress,
-                     cancelled=cancelled, step_offset=step_offset, total_steps=total_steps)
+
+    def fresh_noise() -> Tensor:
+        return torch.randn(shape, generator=generator, device=device, dtype=torch.float32)
+
+    x = euler_sample(velocity, noise, steps, known=known_n, known_mask=mask, renoise=renoise,
+                     fresh_noise=fresh_noise, progress=progress, cancelled=cancelled,
+                     step_offset=step_offset, total_steps=total_steps)
     return network.unnormalize(x)

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from .config import SYNC_SEGMENT
-from .flow import Guidance, StepProgress, make_generator, sample
+from .flow import RENOISE, Guidance, StepProgress, make_generator, sample
 from .network import InputShapeError, V2ANetwork
 
 
@@ -121,13 +121,14 @@ def generate_latents(network: V2ANetwork, clip_f: Tensor, sync_f: Tensor, text_f
                      latent_seq_len: int, *, negative_text_f: Tensor | None = None,
                      steps: int = 25, cfg: float = 4.5, seed: int = 0,
                      settings: WindowSettings | None = None, prompted: bool | Tensor = True,
-                     guidance: Guidance | None = None, progress: StepProgress | None = None,
+                     guidance: Guidance | None = None, renoise: float = RENOISE,
+                     progress: StepProgress | None = None,
                      cancelled: Callable[[], bool] | None = None) -> Tensor:
     """Data-space latents (B, latent_seq_len, latent_dim) for a clip of any length.
 
     clip_f (B, Nc, clip_dim) and sync_f (B, Ns, sync_dim) cover the whole clip at the network's
-    clip/sync rates; text_f (B, Nt, text_dim) applies throughout (`prompted`, `guidance`: see
-    `flow.sample`). progress(step, total) counts sampler steps over all windows.
+    clip/sync rates; text_f (B, Nt, text_dim) applies throughout (`prompted`, `guidance`,
+    `renoise`: see `flow.sample`). progress(step, total) counts sampler steps over all windows.
     """
     settings = settings or WindowSettings()
     c = network.config
@@ -148,7 +149,7 @@ def generate_latents(network: V2ANetwork, clip_f: Tensor, sync_f: Tensor, text_f
         return sample(network, clip, sync, text_f, latent_seq_len=latent_seq_len,
                       negative_text_f=negative_text_f, steps=steps, cfg=cfg, seed=seed,
                       clip_offset=offset, prompted=prompted, guidance=guidance,
-                      progress=progress, cancelled=cancelled)
+                      renoise=renoise, progress=progress, cancelled=cancelled)
 
     window = round(window_s * c.latent_rate)
     overlap = max(1, round(settings.overlap_s * c.latent_rate))
@@ -171,7 +172,8 @@ def generate_latents(network: V2ANetwork, clip_f: Tensor, sync_f: Tensor, text_f
                          negative_text_f=negative_text_f, steps=steps, cfg=cfg,
                          generator=generator, known=known, known_mask=known_mask,
                          clip_offset=offset, prompted=prompted, guidance=guidance,
-                         progress=progress, cancelled=cancelled, step_offset=i * steps,
+                         renoise=renoise, progress=progress, cancelled=cancelled,
+                         step_offset=i * steps,
                          total_steps=total_steps)
         if w.shared > hold:
             # Cross-fade the free shared frames from the previous window's to this one's; the
