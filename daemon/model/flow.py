@@ -149,8 +149,11 @@ PROMPT_UNTIL = 0.25
 where the overall sound is chosen), then the picture's: steered harder all the way, the prompt
 cost sync (onset F1 0.752 against 0.783) and chose no better (model card)."""
 
-RENOISE = 0.0
-"""The share of the predicted noise each sampler step replaces by fresh noise (`euler_sample`)."""
+RENOISE = 0.5
+"""The share of the predicted noise each sampler step replaces by fresh noise (`euler_sample`).
+At 0 (the Euler path) the network's footsteps came out as pitched knocks; at 0.5, on 96
+held-out clips, onset F1 0.805 against 0.771 (paired interval +0.008 to +0.062) and the prompt
+picks the class over all 21 in 52.1 % against 42.7 %, negation unchanged (model card)."""
 
 
 @dataclass(frozen=True)
