@@ -385,7 +385,11 @@ def sample(network: V2ANetwork, clip_f: Tensor, sync_f: Tensor, text_f: Tensor, 
     if generator is None:
         generator = make_generator(device, 0 if seed is None else seed)
     shape = (b, n, network.config.latent_dim)
-    noise = torch.randn(shape, generator=generator, device=device, dtype=torch.float32)
+
+    def fresh_noise() -> Tensor:  # the start, then each step's fresh share under `renoise`
+        return torch.randn(shape, generator=generator, device=device, dtype=torch.float32)
+
+    noise = fresh_noise()
     known_n = mask = None
     if known is not None:
         if known_mask is None or known.shape[-2:] != shape[-2:] or known_mask.shape != (n,):
@@ -395,10 +399,6 @@ def sample(network: V2ANetwork, clip_f: Tensor, sync_f: Tensor, text_f: Tensor, 
             )
         known_n = network.normalize(known.float())
         mask = known_mask.to(device=device, dtype=torch.bool).view(1, n, 1)
-
-    def fresh_noise() -> Tensor:
-        return torch.randn(shape, generator=generator, device=device, dtype=torch.float32)
-
     x = euler_sample(velocity, noise, steps, known=known_n, known_mask=mask, renoise=renoise,
                      fresh_noise=fresh_noise, progress=progress, cancelled=cancelled,
                      step_offset=step_offset, total_steps=total_steps)
