@@ -41,7 +41,13 @@ from daemon.model.evaluate import (
     adherence_cases,
     adherence_clip,
 )
-from daemon.model.flow import Guidance, guided_velocity, make_generator, prepare_guidance
+from daemon.model.flow import (
+    Guidance,
+    euler_sample,
+    guided_velocity,
+    make_generator,
+    prepare_guidance,
+)
 from daemon.model.windows import Window, window_conditions
 from daemon.model.world.captions import CLASSES
 from daemon.model.world.classifier import FEATURE_GROUPS, AudioClassifier, audio_features
@@ -60,8 +66,9 @@ def peakiness(model: ModelUnderTest, audio: np.ndarray) -> float:
 @torch.inference_mode()
 def generate_from(model: ModelUnderTest, pictures, prompts: list[str], sounds: list[np.ndarray],
                   t0: float, settings: EvalSettings) -> list[np.ndarray]:
-    """Audio sampled from t0 on, starting from `sounds` noised to t0 (the evaluation's guidance,
-    steps and noise; 8 s clips, one window), levelled as the engine levels it."""
+    """Audio sampled from t0 on (rounded to a step), starting from `sounds` noised to t0 (the
+    evaluation's guidance, steps, renoise and noise; 8 s clips, one window), levelled as the
+    engine levels it."""
     net, out = model.network, []
     n = net.config.seq_lens_for(8.0)[0]
     guidance = Guidance.scaled(settings.cfg)
@@ -76,11 +83,15 @@ def generate_from(model: ModelUnderTest, pictures, prompts: list[str], sounds: l
         sound = torch.stack([model.codec.encode(torch.from_numpy(np.asarray(a, np.float32)))[0, :n]
                              for a in sounds[part]])
         generator = make_generator(torch.device("cpu"), settings.seed)
-        noise = torch.randn(sound.shape, generator=generator)
-        x = (1 - t0) * noise + t0 * net.normalize(sound)
-        dt = 1.0 / settings.steps
-        for step in range(round(t0 * settings.steps), settings.steps):
-            x = x + dt * velocity(x, step * dt)
+
+        def fresh_noise(shape=sound.shape, generator=generator) -> torch.Tensor:
+            return torch.randn(shape, generator=generator)
+
+        start = round(t0 * settings.steps)
+        t = start / settings.steps
+        x = (1 - t) * fresh_noise() + t * net.normalize(sound)
+        x = euler_sample(velocity, x, settings.steps, start=start, renoise=settings.renoise,
+                         fresh_noise=fresh_noise)
         out += [normalise_loudness(a, model.codec.sample_rate, OutputSettings())[0]
                 for a in model.codec.decode(net.unnormalize(x)).numpy()]
     return out
@@ -107,12 +118,14 @@ def main(argv=None) -> None:
                         help="the judge (default: world_classifier.safetensors beside the weights)")
     parser.add_argument("--out", default=None, help="also write the per-case rows as JSON")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--renoise", type=float, default=EvalSettings.renoise,
+                        help="the sampler's renoise (default: the engine's)")
     parser.add_argument("--from-world", default=None, metavar="T0,T0,...",
                         help="instead: start the sampler at each t0 from the world's own sound "
                              "of the prompted class noised to t0 (0 = plain generation)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    settings = EvalSettings()
+    settings = EvalSettings(renoise=args.renoise)
     model = ModelUnderTest(args.weights)
     judge = AudioClassifier.load(
         args.classifier or Path(args.weights).with_name("world_classifier.safetensors"))

@@ -314,3 +314,25 @@ def test_renoise_redraws_from_the_seed_and_is_checked(net, inputs):
         run(1.5)
     with pytest.raises(ValueError, match="fresh_noise"):
         euler_sample(lambda x, t: x, torch.zeros(1, 2, 2), 3, renoise=0.5)
+
+
+def test_a_later_start_takes_only_the_remaining_steps_and_is_checked():
+    c = torch.linspace(-1, 1, 12).view(1, 3, 4)
+    seen = []
+
+    def velocity(x, t):
+        seen.append(t)
+        return (c - x) / (1 - t)
+
+    g = torch.Generator().manual_seed(1)
+    noise = torch.randn(1, 3, 4, generator=g)
+    t0 = 0.4
+    out = euler_sample(velocity, (1 - t0) * noise + t0 * c, 5, start=2, renoise=0.5,
+                       fresh_noise=lambda: torch.randn(1, 3, 4, generator=g))
+    assert seen == pytest.approx([0.4, 0.6, 0.8])
+    assert torch.allclose(out, c, atol=1e-5)
+    with pytest.raises(ValueError, match="start"):
+        euler_sample(velocity, noise, 5, start=5)
+    with pytest.raises(ValueError, match="inpainting"):
+        euler_sample(velocity, noise, 5, start=1, known=noise,
+                     known_mask=torch.ones(1, 3, 1, dtype=torch.bool))

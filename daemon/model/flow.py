@@ -297,7 +297,7 @@ def guided_velocity(network: V2ANetwork, branches: GuidanceBranches,
 def euler_sample(velocity: Callable[[Tensor, float], Tensor], noise: Tensor, steps: int, *,
                  known: Tensor | None = None, known_mask: Tensor | None = None,
                  renoise: float = 0.0, fresh_noise: Callable[[], Tensor] | None = None,
-                 progress: StepProgress | None = None,
+                 start: int = 0, progress: StepProgress | None = None,
                  cancelled: Callable[[], bool] | None = None,
                  step_offset: int = 0, total_steps: int | None = None) -> Tensor:
     """Integrate from `noise` (t = 0) to t = 1 in `steps` Euler steps, in normalised space.
@@ -312,9 +312,17 @@ def euler_sample(velocity: Callable[[Tensor, float], Tensor], noise: Tensor, ste
     (normalised): before each step they are set to (1 - t)·noise + t·known, so the rest of the
     sequence is generated consistent with them (inpainting). `step_offset`/`total_steps` place
     these steps within a longer job for `progress`.
+
+    `start` > 0 begins part way, at t = start / steps: `noise` is then the state there (a sound
+    noised to that t, say), not pure noise, so it cannot also be the noise `known` frames
+    follow.
     """
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
+    if not 0 <= start < steps:
+        raise ValueError(f"start must be a step within 0..{steps - 1}, got {start}")
+    if start and known is not None:
+        raise ValueError("known frames follow the start noise: inpainting needs start 0")
     if not 0.0 <= renoise <= 1.0:
         raise ValueError(f"renoise must be within 0..1, got {renoise}")
     if renoise and fresh_noise is None:
@@ -322,7 +330,7 @@ def euler_sample(velocity: Callable[[Tensor, float], Tensor], noise: Tensor, ste
     total = total_steps or steps
     x = noise
     dt = 1.0 / steps
-    for i in range(steps):
+    for i in range(start, steps):
         if cancelled is not None and cancelled():
             raise Cancelled("generation cancelled")
         t = i * dt
