@@ -42,7 +42,6 @@ from daemon.model.evaluate import (
     adherence_clip,
 )
 from daemon.model.flow import (
-    Guidance,
     euler_sample,
     guided_velocity,
     make_generator,
@@ -71,7 +70,7 @@ def generate_from(model: ModelUnderTest, pictures, prompts: list[str], sounds: l
     engine levels it."""
     net, out = model.network, []
     n = net.config.seq_lens_for(8.0)[0]
-    guidance = Guidance.scaled(settings.cfg)
+    guidance = settings.guidance()
     for i in range(0, len(pictures), settings.batch):
         part = slice(i, i + settings.batch)
         clip = torch.stack([p[0] for p in pictures[part]])

@@ -145,3 +145,25 @@ def test_adherence_report_and_a_comparison_of_it(untrained_weights, tmp_path):
     assert section["classifier_accuracy_on_codec_world_audio"] >= 2 / 3
     same = compare_reports(report, report)["adherence"]
     assert same["within_family"]["only_a_right"] == same["within_family"]["only_b_right"] == 0
+
+
+def test_sampler_settings_of_the_command_reach_the_sampler(untrained_weights, monkeypatch):
+    import daemon.model.windows
+    from daemon.model.evaluate import EvalSettings, ModelUnderTest
+    from daemon.model.flow import Guidance
+
+    assert EvalSettings().guidance() == Guidance.scaled(4.5)  # the engine's
+    other = EvalSettings(steps=2, renoise=0.25, prompt_ratio=1.0, negative_ratio=3.0,
+                         prompt_until=0.5)
+    assert other.guidance() == Guidance(4.5, 4.5, 13.5, 0.5)
+    model = ModelUnderTest(untrained_weights)
+    picture = [model.picture(generate_clip(1_000_000, EVAL_SYNC))]
+    seen, generate_latents = [], daemon.model.windows.generate_latents
+
+    def spy(*args, **kwargs):
+        seen.append((kwargs["guidance"], kwargs["renoise"], kwargs["steps"]))
+        return generate_latents(*args, **kwargs)
+
+    monkeypatch.setattr(daemon.model.windows, "generate_latents", spy)
+    model.generate(picture, ["rain on a window"], None, other)
+    assert seen == [(Guidance(4.5, 4.5, 13.5, 0.5), 0.25, 2)]

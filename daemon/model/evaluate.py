@@ -5,9 +5,11 @@
 
 Every clip comes from the world's held-out seed range (never used in training). The model
 sees what the engine would give it: the clip's frames after a real H.264 round trip through
-the weight-free visual front end, MiniLM text, 25 Euler steps with guidance 4.5 (prompt and
-negative terms at twice that, `flow.Guidance.scaled`), Griffin-Lim, then levelled to the output
-loudness as the engine's output stage does.
+the weight-free visual front end, MiniLM text, 25 sampler steps redrawing half the predicted
+noise each (`flow.RENOISE`) with guidance 4.5 (prompt and negative terms at twice that, the
+prompt's until t = 0.25: `flow.Guidance.scaled`), Griffin-Lim, then levelled to the output
+loudness as the engine's output stage does. `--renoise`, `--prompt-ratio`, `--negative-ratio`
+and `--prompt-until` measure other sampler settings on the same clips.
 
 Sections (metrics are the pure functions of daemon.model.world.metrics):
 - sync: onset precision/recall/F1 (+-50 ms) of the generated audio against the events (with a
@@ -50,7 +52,7 @@ import numpy as np
 import torch
 
 from daemon.model.checkpoint import file_metadata
-from daemon.model.flow import RENOISE
+from daemon.model.flow import PROMPT_GUIDANCE_RATIO, PROMPT_UNTIL, RENOISE, Guidance
 from daemon.model.text import is_prompt
 from daemon.model.world import (
     EVAL_SYNC,
@@ -95,6 +97,14 @@ class EvalSettings:
     batch: int = 8
     seed: int = 0
     renoise: float = RENOISE
+    prompt_ratio: float = PROMPT_GUIDANCE_RATIO  # prompt and negative terms, times cfg
+    negative_ratio: float = PROMPT_GUIDANCE_RATIO
+    prompt_until: float = PROMPT_UNTIL
+
+    def guidance(self) -> Guidance:
+        """The sampler's guidance; the defaults are the engine's (`Guidance.scaled(cfg)`)."""
+        return Guidance(self.cfg, self.cfg * self.prompt_ratio, self.cfg * self.negative_ratio,
+                        self.prompt_until)
 
 
 class ModelUnderTest:
@@ -147,7 +157,8 @@ class ModelUnderTest:
             latents = generate_latents(self.network, clip, sync, text, n, negative_text_f=neg,
                                        steps=settings.steps, cfg=settings.cfg,
                                        seed=settings.seed if seed is None else seed,
-                                       prompted=prompted, renoise=settings.renoise)
+                                       prompted=prompted, guidance=settings.guidance(),
+                                       renoise=settings.renoise)
             out += [normalise_loudness(a, self.codec.sample_rate, OutputSettings())[0]
                     for a in self.codec.decode(latents).numpy()]
         return out
@@ -420,11 +431,22 @@ def main(argv=None) -> None:
     parser.add_argument("--renoise", type=float, default=RENOISE,
                         help="share of the predicted noise each sampler step redraws "
                              f"(default {RENOISE}, what the engine uses)")
+    parser.add_argument("--prompt-ratio", type=float, default=PROMPT_GUIDANCE_RATIO,
+                        help="the prompt term's strength as a multiple of --cfg "
+                             f"(default {PROMPT_GUIDANCE_RATIO}, the engine's)")
+    parser.add_argument("--negative-ratio", type=float, default=PROMPT_GUIDANCE_RATIO,
+                        help="the negative term's strength as a multiple of --cfg "
+                             f"(default {PROMPT_GUIDANCE_RATIO}, the engine's)")
+    parser.add_argument("--prompt-until", type=float, default=PROMPT_UNTIL,
+                        help="t up to which the prompt term has its own strength "
+                             f"(default {PROMPT_UNTIL}, the engine's)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     seeds = _seed_range(args.seeds)
     settings = EvalSettings(steps=args.steps, cfg=args.cfg, renoise=args.renoise,
+                            prompt_ratio=args.prompt_ratio, negative_ratio=args.negative_ratio,
+                            prompt_until=args.prompt_until,
                             sync_clips=args.sync_clips,
                             adherence_clips=args.adherence_clips,
                             negative_clips=args.negative_clips,
