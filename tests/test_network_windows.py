@@ -140,10 +140,11 @@ def test_sixty_seconds_come_out_seamless(smooth_net):
     clip, sync, text = torch.zeros(1, 480, 8), torch.zeros(1, 1440, 8), torch.zeros(1, 4, 16)
     settings = WindowSettings(overlap_s=1.0)
     progress = []
-    # The engine's sampler (renoise). Over seeds 1-6 the transitions' largest step was 0.54-1.00
-    # of the largest elsewhere under renoise 0.5, 0.53-0.82 on the Euler path; a step at a
-    # seam can be the clip's largest by chance (seed 1: 0.856 against 0.852), a seam's jump is
-    # more than twice the 99th percentile (below).
+    # The engine's sampler (renoise 0.7: 0.679 at the transitions against 0.904 elsewhere).
+    # Over seeds 1-6 the transitions' largest step was 0.54-1.00 of the largest elsewhere under
+    # renoise 0.5, 0.53-0.82 on the Euler path; a step at a seam can be the clip's largest by
+    # chance (0.5, seed 1: 0.856 against 0.852), a seam's jump is more than twice the 99th
+    # percentile (below).
     out = generate_latents(net, clip, sync, text, n, steps=STEPS, cfg=1.0, seed=1,
                            settings=settings, progress=lambda s, t: progress.append((s, t)))
     plan = plan_windows(n, 125, 31, start_granularity(net, 15))

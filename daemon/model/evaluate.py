@@ -5,7 +5,7 @@
 
 Every clip comes from the world's held-out seed range (never used in training). The model
 sees what the engine would give it: the clip's frames after a real H.264 round trip through
-the weight-free visual front end, MiniLM text, 25 sampler steps redrawing half the predicted
+the weight-free visual front end, MiniLM text, 25 sampler steps redrawing 0.7 of the predicted
 noise each (`flow.RENOISE`) with guidance 4.5 (prompt and negative terms at twice that, the
 prompt's until t = 0.25: `flow.Guidance.scaled`), Griffin-Lim, then levelled to the output
 loudness as the engine's output stage does. `--renoise`, `--prompt-ratio`, `--negative-ratio`
