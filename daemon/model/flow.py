@@ -156,7 +156,7 @@ clips, 0.5 against 0: onset F1 0.805 against 0.771 (paired interval +0.008 to +0
 prompt picks the class over all 21 in 52.1 % against 42.7 %. 0.7 against 0.5 on those clips
 and on 96 others: over all classes 56.3 / 61.5 % against 52.1 / 54.2 % (20 clips against 9,
 p = 0.06), a named ambience 0.8 / 1.4 dB more specifically quieter, onset F1 +0.005 / -0.009
-(both intervals across 0); at 1 the prompt lost the family member (model card)."""
+(both intervals across 0); at 0.85 and 1 the prompt lost the family member (model card)."""
 
 
 @dataclass(frozen=True)
