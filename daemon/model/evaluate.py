@@ -102,9 +102,8 @@ class EvalSettings:
     prompt_until: float = PROMPT_UNTIL
 
     def guidance(self) -> Guidance:
-        """The sampler's guidance; the defaults are the engine's (`Guidance.scaled(cfg)`)."""
-        return Guidance(self.cfg, self.cfg * self.prompt_ratio, self.cfg * self.negative_ratio,
-                        self.prompt_until)
+        """The sampler's guidance; the defaults are the engine's."""
+        return Guidance.scaled(self.cfg, self.prompt_ratio, self.negative_ratio, self.prompt_until)
 
 
 class ModelUnderTest:
@@ -155,7 +154,7 @@ class ModelUnderTest:
             n = self.network.config.seq_lens_for(8.0)[0]
             prompted = torch.tensor([is_prompt(p) for p in prompts[i:i + settings.batch]])
             latents = generate_latents(self.network, clip, sync, text, n, negative_text_f=neg,
-                                       steps=settings.steps, cfg=settings.cfg,
+                                       steps=settings.steps,
                                        seed=settings.seed if seed is None else seed,
                                        prompted=prompted, guidance=settings.guidance(),
                                        renoise=settings.renoise)

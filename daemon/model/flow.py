@@ -182,9 +182,12 @@ class Guidance:
     prompt_until: float = PROMPT_UNTIL
 
     @classmethod
-    def scaled(cls, cfg: float) -> Guidance:
-        """The guidance one strength `cfg` (the protocol's) stands for."""
-        return cls(cfg, cfg * PROMPT_GUIDANCE_RATIO, cfg * PROMPT_GUIDANCE_RATIO)
+    def scaled(cls, cfg: float, prompt_ratio: float = PROMPT_GUIDANCE_RATIO,
+               negative_ratio: float = PROMPT_GUIDANCE_RATIO,
+               prompt_until: float = PROMPT_UNTIL) -> Guidance:
+        """The guidance one strength `cfg` (the protocol's) stands for: the prompt and negative
+        terms at their ratios to it (the defaults are the engine's; the evaluation varies them)."""
+        return cls(cfg, cfg * prompt_ratio, cfg * negative_ratio, prompt_until)
 
     @classmethod
     def mmaudio(cls, cfg: float) -> Guidance:
