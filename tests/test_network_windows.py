@@ -142,9 +142,9 @@ def test_sixty_seconds_come_out_seamless(smooth_net):
     progress = []
     # The engine's sampler (renoise 0.7: 0.679 at the transitions against 0.904 elsewhere).
     # Over seeds 1-6 the transitions' largest step was 0.54-1.00 of the largest elsewhere under
-    # renoise 0.5, 0.53-0.82 on the Euler path; a step at a seam can be the clip's largest by
-    # chance (0.5, seed 1: 0.856 against 0.852), a seam's jump is more than twice the 99th
-    # percentile (below).
+    # renoise 0.5, 0.53-0.82 on the Euler path: a step at a seam can be the clip's largest by
+    # chance (0.5, seed 1: 0.856 against 0.852), where a seam's jump is more than twice the
+    # 99th percentile (below).
     out = generate_latents(net, clip, sync, text, n, steps=STEPS, cfg=1.0, seed=1,
                            settings=settings, progress=lambda s, t: progress.append((s, t)))
     plan = plan_windows(n, 125, 31, start_granularity(net, 15))
@@ -168,7 +168,7 @@ def test_sixty_seconds_come_out_seamless(smooth_net):
           f"{elsewhere.quantile(0.99):.3f} max {elsewhere.max():.3f}; near seams: mean "
           f"{at_seams.mean():.3f}; at the transitions: mean {transition.mean():.3f} "
           f"max {transition.max():.3f}")
-    assert transition.max() <= 1.1 * elsewhere.max()
+    assert transition.max() <= elsewhere.max()
     assert transition.mean() <= 1.25 * elsewhere.mean()
     assert at_seams.mean() <= 1.15 * elsewhere.mean()
 
