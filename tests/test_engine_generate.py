@@ -27,6 +27,7 @@ from daemon.model.engine import (
     true_peak,
     watermark_payload,
 )
+from daemon.model.text import MiniLMText, with_negative
 from tests.engine_weights import random_tiny_weights
 from tests.frontend_media import moving_box_frames, write_video
 
@@ -158,6 +159,33 @@ def test_seed_reproduces_and_prompt_changes_the_audio(engine, video):
     other = engine.generate(_request(video, 0, 0.5, prompt="birdsong", seed=5), _ignore, _never)
     np.testing.assert_array_equal(first.samples, again.samples)
     assert not np.allclose(first.samples, other.samples, atol=1e-3)
+
+
+class RecordingText(MiniLMText):
+    """The real text encoder, remembering every text it was asked to encode."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: list[str] = []
+
+    def encode(self, prompts):
+        self.seen += list(prompts)
+        return super().encode(prompts)
+
+
+@pytest.mark.parametrize("reads_negation", [False, True])
+def test_a_network_that_reads_negation_hears_the_negative_prompt_in_its_caption(
+        tmp_path, video, reads_negation):
+    text = RecordingText()
+    weights = random_tiny_weights(tmp_path, reads_negation=reads_negation)
+    engine = V2AEngine(weights=weights, device="cpu", text=text)
+    engine.load("cpu")
+    for prompt in ("footsteps", ""):
+        text.seen.clear()
+        engine.generate(_request(video, 0, 0.5, prompt=prompt, negative_prompt="music"),
+                        _ignore, _never)
+        caption = with_negative(prompt, "music") if reads_negation else prompt
+        assert text.seen == [caption, "music"]
 
 
 def test_segments_across_a_cut_make_one_continuous_clip(engine, video):

@@ -7,7 +7,7 @@ import logging
 import pytest
 import torch
 
-from daemon.model.text import MiniLMText, TextEncoder
+from daemon.model.text import MiniLMText, TextEncoder, conditioning_caption, with_negative
 
 
 @pytest.fixture(scope="module")
@@ -54,3 +54,12 @@ def test_long_prompts_are_cut_with_a_warning(encoder, caplog):
         features = encoder.encode([long_prompt])
     assert features.tokens.shape == (1, 32, 384)
     assert any("prompt cut to 30" in r.getMessage() for r in caplog.records)
+
+
+def test_a_negative_prompt_is_worded_after_the_prompt():
+    assert with_negative("footsteps on gravel", "music") == "footsteps on gravel, without music"
+    assert with_negative("", " rain, voices ") == "without rain, voices"
+    assert with_negative(" a door slams ", "  ") == "a door slams"
+    # Only a network trained on such captions is given one.
+    assert conditioning_caption("wind", "music", reads_negation=True) == "wind, without music"
+    assert conditioning_caption("wind", "music", reads_negation=False) == "wind"

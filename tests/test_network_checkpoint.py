@@ -16,6 +16,7 @@ from daemon.model.checkpoint import (
     read_state_dict,
     save_network,
 )
+from daemon.model.config import NetworkConfig
 
 SIZES = dict(latent_dim=8, clip_dim=8, sync_dim=8, text_dim=16, hidden_dim=64, depth=2,
              fused_depth=1, num_heads=1, latent_seq_len=50, clip_seq_len=16, sync_seq_len=48,
@@ -58,6 +59,16 @@ def test_save_writes_safetensors_with_config_and_sidecar_json(tmp_path):
     args = (torch.randn(1, 16, 8), torch.randn(1, 48, 8), torch.randn(1, 4, 16), torch.tensor([0.4]))
     with torch.no_grad():
         assert torch.equal(net.eval()(x, *args), loaded(x, *args))
+
+
+def test_a_network_that_reads_negation_says_so_in_its_config(tmp_path):
+    net = _random_net(2, reads_negation=True)
+    assert "reads_negation" not in net.config.constructor_kwargs()
+    assert load_network(save_network(net, tmp_path / "negation")).config.reads_negation
+    # Configs written before the field load as networks that do not read negation.
+    stored = json.loads(_random_net(3).config.to_json())
+    del stored["reads_negation"]
+    assert not NetworkConfig.from_dict(stored).reads_negation
 
 
 def test_config_comes_from_the_sidecar_when_metadata_lacks_it(tmp_path):

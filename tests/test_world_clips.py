@@ -81,6 +81,36 @@ def test_forced_classes_are_present_and_captioned_from_them():
     assert not clip.cuts
 
 
+def test_an_unheard_class_is_drawn_and_left_out_of_the_mix():
+    both = generate_clip(9, SHORT, classes=("door_slam", "rain"), cuts=False)
+    dry = generate_clip(9, SHORT, classes=("door_slam", "rain"), cuts=False, unheard=("rain",))
+    # The same picture; the rain is gone from the sound, the slams keep their level.
+    assert np.array_equal(both.frames, dry.frames)
+    assert dry.classes == ["door_slam"] and dry.levels_db == {"door_slam": both.levels_db["door_slam"]}
+    assert dry.caption.endswith(("without rain", "without rain falling", "without heavy rain",
+                                 "without rainfall", "without rain pouring down",
+                                 "without a rainy day"))
+    gaps = [(e.time + 0.4, e.time + 1.0) for e in both.events if e.cls == "door_slam"]
+
+    def gap_energy(clip):
+        parts = [clip.audio[int(a * clip.rate):int(b * clip.rate)] for a, b in gaps]
+        return np.mean(np.concatenate(parts) ** 2)
+
+    assert gap_energy(dry) < gap_energy(both) / 30  # the rain was 20 dB over the slams' tails
+    # An unheard slam is still seen (and jolts the camera) but is no event of the sound.
+    silent_slams = generate_clip(9, SHORT, classes=("door_slam", "rain"), cuts=False,
+                                 unheard=("door_slam",))
+    assert np.array_equal(both.frames, silent_slams.frames)
+    assert not [e for e in silent_slams.events if e.cls == "door_slam"]
+
+
+def test_naming_an_absent_class_unheard_changes_only_the_caption():
+    plain = generate_clip(9, SHORT, classes=("door_slam",), cuts=False)
+    named = generate_clip(9, SHORT, classes=("door_slam",), cuts=False, unheard=("fire",))
+    assert np.array_equal(plain.audio, named.audio) and plain.events == named.events
+    assert "without" in named.caption and plain.caption != named.caption
+
+
 def test_every_event_class_can_be_made():
     config = WorldConfig(duration=3.0)
     for i, cls in enumerate(EVENT_CLASSES):
@@ -91,6 +121,8 @@ def test_every_event_class_can_be_made():
 def test_unknown_class_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown sound classes"):
         generate_clip(0, SHORT, classes=("tuba",))
+    with pytest.raises(ValueError, match="unknown sound classes"):
+        generate_clip(0, SHORT, unheard=("tuba",))
 
 
 def test_captions_vary_and_some_clips_have_none():
@@ -117,3 +149,19 @@ def test_written_mp4_decodes_with_the_same_frame_count(tmp_path):
         assert container.streams.audio[0].rate == 16_000
     assert len(frames) == 50
     assert np.mean(np.abs(frames[10].astype(int) - clip.frames[10].astype(int))) < 12
+
+
+def test_negation_examples_name_sounds_not_heard_over_the_same_picture():
+    from daemon.model.world.dataset import world_example
+
+    config = WorldConfig(duration=2.0)
+    removed = named_absent = 0
+    for seed in range(16):
+        plain = generate_clip(seed, config)
+        assert np.array_equal(world_example(seed, config, negation=0.0).audio, plain.audio)
+        negated = world_example(seed, config, negation=1.0)
+        assert np.array_equal(negated.frames, plain.frames) and "without" in negated.caption
+        assert set(negated.classes) <= set(plain.classes)
+        removed += len(negated.classes) < len(plain.classes)
+        named_absent += negated.classes == plain.classes
+    assert removed >= 6 and named_absent >= 2  # mostly what is there, sometimes what is not

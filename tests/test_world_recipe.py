@@ -5,6 +5,7 @@ where it stopped, and the rate decays to its floor by the last step."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -142,3 +143,22 @@ def test_a_new_run_starts_from_shipped_weights_and_counts_on(shards, tmp_path, c
           "--min-clips", "2", "--threads", "1"])
     assert "resumed at step 2" in capsys.readouterr().out  # its checkpoint wins over --init
     assert json.loads((later / "training.json").read_text())["steps"] == 3
+
+
+def test_shards_with_negation_examples_train_a_network_that_reads_negation(shards, tmp_path):
+    assert not load_network(_train_out(shards, tmp_path / "plain")).config.reads_negation
+    negated = tmp_path / "negated"
+    main(["precompute", "--data", str(negated), "--clips", "2", "--shard-size", "2",
+          "--negation", "1"])
+    meta = torch.load(next(negated.glob("shard-*.pt")), weights_only=False)["meta"]
+    assert all("without" in m["caption"] for m in meta)
+    weights = _train_out(negated, tmp_path / "work")
+    assert load_network(weights).config.reads_negation
+    # A running checkpoint exports with its config.
+    main(["export", "--work", str(tmp_path / "work"), "--out", str(tmp_path / "now")])
+    assert load_network(tmp_path / "now.safetensors").config.reads_negation
+
+
+def _train_out(data, work) -> Path:
+    _train(data, work, 1)
+    return work / "tiny.safetensors"

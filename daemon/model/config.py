@@ -17,6 +17,10 @@ SYNC_SEGMENT = 8
 per position inside a segment, so sync sequences are a whole number of segments."""
 
 
+_FLAGS = ("v2", "reads_negation")
+_OPTIONAL = ("v2", "window_s", "reads_negation")  # fields a stored config may leave out
+
+
 class ConfigError(ValueError):
     """A network size that cannot be built; the message says which field to change."""
 
@@ -41,11 +45,15 @@ class NetworkConfig:
     # Seconds of audio the sequence lengths above cover: the window the network was trained
     # on. The token rates of every stream follow from it.
     window_s: float = 8.0
+    # Trained on captions that name what is not heard ("footsteps, without rain"): the engine
+    # then puts a negative prompt into the caption too (`daemon.model.text.with_negative`),
+    # not only into guidance. The published checkpoints were not.
+    reads_negation: bool = False
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name in ("v2",):
+            if f.name in _FLAGS:
                 continue
             if f.name == "window_s":
                 if not value > 0:
@@ -103,9 +111,10 @@ class NetworkConfig:
         return latent, clip, segments * SYNC_SEGMENT
 
     def constructor_kwargs(self) -> dict:
-        """The published constructor sizes (everything but `window_s`)."""
+        """The published constructor sizes (everything but `window_s` and `reads_negation`)."""
         d = asdict(self)
         d.pop("window_s")
+        d.pop("reads_negation")
         return d
 
     def to_json(self) -> str:
@@ -120,7 +129,7 @@ class NetworkConfig:
                 f"unknown network config fields {unknown}; expected a subset of {sorted(known)}"
             )
         missing = sorted(
-            f.name for f in fields(cls) if f.name not in data and f.name not in ("v2", "window_s")
+            f.name for f in fields(cls) if f.name not in data and f.name not in _OPTIONAL
         )
         if missing:
             raise ConfigError(f"network config lacks {missing}")

@@ -59,7 +59,7 @@ from daemon.model.flow import (
     prepare_guidance,
 )
 from daemon.model.network import V2ANetwork
-from daemon.model.text import MiniLMText, TextEncoder, is_prompt
+from daemon.model.text import MiniLMText, TextEncoder, conditioning_caption, is_prompt
 from daemon.model.visual import MotionFeatures, VisualEncoder, VisualFeatures, default_visual
 from daemon.model.windows import (
     Window,
@@ -108,6 +108,7 @@ class SamplingPlan:
     clip: torch.Tensor  # (Nc, clip_dim)
     sync: torch.Tensor  # (Ns, sync_dim)
     text: torch.Tensor  # (Nt, text_dim)
+    prompted: bool  # whether the text says anything (else it is the encoding of none)
     negative: torch.Tensor | None  # (Nt, text_dim) or None
     timings: dict = field(default_factory=dict)
 
@@ -459,14 +460,16 @@ class V2AEngine:
         visual_s = time.perf_counter() - started
         progress("features", index, count)
         started = time.perf_counter()
-        texts = self.text.encode([request.prompt, request.negative_prompt])
+        caption = conditioning_caption(request.prompt, request.negative_prompt, c.reads_negation)
+        texts = self.text.encode([caption, request.negative_prompt])
         latent_len, _, _ = c.seq_lens_for(request.duration)
         return SamplingPlan(
             latent_len=latent_len,
             clip=picture.clip,
             sync=picture.sync,
             text=texts.tokens[0],
-            negative=texts.tokens[1] if request.negative_prompt else None,
+            prompted=is_prompt(caption),
+            negative=texts.tokens[1] if is_prompt(request.negative_prompt) else None,
             timings={"decode_and_picture_features_s": visual_s,
                      "text_features_s": time.perf_counter() - started},
         )
@@ -479,7 +482,7 @@ class V2AEngine:
             self.network, plan.clip[None].to(device), plan.sync[None].to(device),
             plan.text[None].to(device), plan.latent_len, negative_text_f=negative,
             steps=request.steps, cfg=request.cfg, seed=request.seed,
-            settings=self._window_settings(request), prompted=is_prompt(request.prompt),
+            settings=self._window_settings(request), prompted=plan.prompted,
             progress=report, cancelled=cancelled,
         )
 
@@ -516,7 +519,7 @@ class V2AEngine:
             branches = prepare_guidance(
                 network, clip, sync, text, n, guidance, clip_offset=clip_offset,
                 negative_text_f=negative,
-                prompted=torch.tensor([is_prompt(r.prompt) for r in requests], device=device),
+                prompted=torch.tensor([p.prompted for p in plans], device=device),
                 negated=torch.tensor([p.negative is not None for p in plans], device=device))
         velocity = guided_velocity(network, branches, guidance)
         x = euler_sample(velocity, noise, steps, renoise=RENOISE, fresh_noise=fresh_noise,

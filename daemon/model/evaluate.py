@@ -53,7 +53,7 @@ import torch
 
 from daemon.model.checkpoint import file_metadata
 from daemon.model.flow import PROMPT_GUIDANCE_RATIO, PROMPT_UNTIL, RENOISE, Guidance
-from daemon.model.text import is_prompt
+from daemon.model.text import conditioning_caption, is_prompt
 from daemon.model.world import (
     EVAL_SYNC,
     WorldConfig,
@@ -148,11 +148,14 @@ class ModelUnderTest:
             sync = torch.stack([p[1] for p in part])
             if zero_picture:
                 clip, sync = torch.zeros_like(clip), torch.zeros_like(sync)
-            text = self.text.encode(prompts[i:i + settings.batch]).tokens
+            captions = [conditioning_caption(p, "" if negatives is None else negatives[i + k],
+                                             self.network.config.reads_negation)
+                        for k, p in enumerate(prompts[i:i + settings.batch])]
+            text = self.text.encode(captions).tokens
             neg = (None if negatives is None
                    else self.text.encode(negatives[i:i + settings.batch]).tokens)
             n = self.network.config.seq_lens_for(8.0)[0]
-            prompted = torch.tensor([is_prompt(p) for p in prompts[i:i + settings.batch]])
+            prompted = torch.tensor([is_prompt(c) for c in captions])
             latents = generate_latents(self.network, clip, sync, text, n, negative_text_f=neg,
                                        steps=settings.steps,
                                        seed=settings.seed if seed is None else seed,

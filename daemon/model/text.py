@@ -35,6 +35,26 @@ def is_prompt(text: str) -> bool:
     return bool(text.strip())
 
 
+def with_negative(prompt: str, negative_prompt: str) -> str:
+    """The caption that says what is wanted and what is not: "footsteps, without music".
+
+    A network trained on such captions (`NetworkConfig.reads_negation`) hears the negative
+    prompt in its caption as well as through guidance; the world's training captions are made
+    by this same function. The negation goes last, so a comma-separated negative prompt
+    ("music, voices") stays whole after "without"."""
+    prompt, negative_prompt = prompt.strip(), negative_prompt.strip()
+    if not negative_prompt:
+        return prompt
+    negation = f"without {negative_prompt}"
+    return f"{prompt}, {negation}" if prompt else negation
+
+
+def conditioning_caption(prompt: str, negative_prompt: str, reads_negation: bool) -> str:
+    """The text a network is conditioned on: the prompt, and for a network that reads
+    negation (`NetworkConfig.reads_negation`) the negative prompt after "without" as well."""
+    return with_negative(prompt, negative_prompt) if reads_negation else prompt
+
+
 class TextEncoderUnavailable(RuntimeError):
     """The text encoder's files are missing; the message says which package to reinstall."""
 

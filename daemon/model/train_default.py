@@ -49,7 +49,7 @@ import torch
 
 from daemon.model.checkpoint import file_metadata, load_network, save_network
 from daemon.model.codec import MelCodec
-from daemon.model.config import preset
+from daemon.model.config import NetworkConfig, preset
 from daemon.model.engine import pick_device
 from daemon.model.flow import (
     TrainingSettings,
@@ -85,7 +85,8 @@ def _precompute_part(args, part: tuple[int, int]) -> None:
     torch.set_num_threads(args.threads)
     start = args.first_seed
     precompute_shards(range(start, start + args.clips), args.data, WorldConfig(),
-                      shard_size=args.shard_size, log=_log, part=part, detector=args.detector)
+                      shard_size=args.shard_size, log=_log, part=part, detector=args.detector,
+                      negation=args.negation)
 
 
 def train(args) -> None:
@@ -104,8 +105,10 @@ def train(args) -> None:
 
     device = pick_device(args.device)
     # The sync width comes from the data: the weight-free features alone, or with the
-    # contact detector's channels (precompute --detector).
-    network = build_network(preset(args.preset).with_(sync_dim=data.tensors["sync"].shape[-1]))
+    # contact detector's channels (precompute --detector); so does reading negation
+    # (precompute --negation).
+    network = build_network(preset(args.preset).with_(sync_dim=data.tensors["sync"].shape[-1],
+                                                      reads_negation=data.has_negation))
     settings = TrainingSettings(logit_normal_mean=args.t_mean,
                                 picture_dropout=args.picture_dropout,
                                 low_t_fraction=args.low_t, low_t_max=args.low_t_max)
@@ -289,8 +292,11 @@ def export(args) -> None:
     """Write the EMA weights of the latest checkpoint in `--work` (e.g. to evaluate a run
     while it is still training)."""
     state = torch.load(Path(args.work) / "checkpoint.pt", weights_only=False, map_location="cpu")
-    sync_dim = state["ema"]["empty_sync_feat"].shape[-1]
-    network = build_network(preset(args.preset).with_(sync_dim=sync_dim))
+    if "config" in state:
+        network = build_network(NetworkConfig.from_json(state["config"]))
+    else:  # checkpoints from before they named their config
+        sync_dim = state["ema"]["empty_sync_feat"].shape[-1]
+        network = build_network(preset(args.preset).with_(sync_dim=sync_dim))
     network.load_state_dict(state["ema"])
     record = {"recipe": "daemon.model.train_default", "steps": state["step"],
               "train_seconds": round(state["seconds"]), "exported_from": "checkpoint"}
@@ -329,7 +335,8 @@ def average(args) -> None:
 def _save_checkpoint(path: Path, network, ema, optimiser, step: int, seconds: float) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save({"network": network.state_dict(), "ema": ema.state_dict(),
-                "optimiser": optimiser.state_dict(), "step": step, "seconds": seconds}, tmp)
+                "optimiser": optimiser.state_dict(), "step": step, "seconds": seconds,
+                "config": network.config.to_json()}, tmp)
     tmp.rename(path)
 
 
@@ -346,6 +353,9 @@ def main(argv=None) -> None:
                    help="event_detector.safetensors: add its contact channels to the sync features")
     p.add_argument("--workers", type=int, default=1,
                    help="processes writing shards side by side (e.g. one per CPU core)")
+    p.add_argument("--negation", type=float, default=0.0,
+                   help="each clip's chance of a caption that names sounds not heard "
+                        "(\"..., without rain\"), which it then leaves out of the mix")
     t = sub.add_parser("train", help="train on the shards")
     t.add_argument("--data", required=True)
     t.add_argument("--work", required=True)

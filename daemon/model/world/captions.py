@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from daemon.model.text import with_negative
+
 PHRASES: dict[str, tuple[str, ...]] = {
     "impact_wood": ("wooden blocks dropping", "a wood block hitting the floor", "wood knocks",
                     "timber thuds", "a wooden object falls and bounces", "wood impacts"),
@@ -60,9 +62,14 @@ def class_prompt(cls: str, rng: np.random.Generator) -> str:
     return str(rng.choice(PHRASES[cls]))
 
 
-def caption(classes: list[str], rng: np.random.Generator, none_probability: float = 0.15
-            ) -> str | None:
-    """A caption naming some of `classes` (most prominent first), or None."""
+def caption(classes: list[str], rng: np.random.Generator, none_probability: float = 0.15,
+            unheard: tuple[str, ...] = ()) -> str | None:
+    """A caption naming some of `classes` (most prominent first), or None. Classes in
+    `unheard` are named after "without" (`daemon.model.text.with_negative`), as the engine
+    words a negative prompt; such a caption is never None, since only it says so."""
+    if unheard:
+        named = caption(classes, rng, none_probability) or ""
+        return with_negative(named, ", ".join(class_prompt(c, rng) for c in unheard))
     if not classes or rng.random() < none_probability:
         return None
     count = int(rng.integers(1, min(3, len(classes)) + 1))

@@ -142,10 +142,17 @@ def _pick_classes(rng, config: WorldConfig) -> list[str]:
 
 
 def generate_clip(seed: int, config: WorldConfig = WorldConfig(),
-                  classes: tuple[str, ...] | None = None, cuts: bool = True) -> Clip:
+                  classes: tuple[str, ...] | None = None, cuts: bool = True,
+                  unheard: tuple[str, ...] = ()) -> Clip:
     """Generate the clip for `seed`. `classes` forces what sounds in every shot (event,
-    ambience and music classes, e.g. ("impact_glass", "rain")); `cuts=False` keeps one shot."""
-    unknown = [c for c in (classes or ()) if c not in CLASSES]
+    ambience and music classes, e.g. ("impact_glass", "rain")); `cuts=False` keeps one shot.
+
+    `unheard` names classes the caption says are not heard ("..., without rain"): any of them
+    the clip has are still drawn but left out of the mix, and the rest keeps its level, so
+    the picture is the one the seed draws anyway. Naming a class the clip lacks changes only
+    the caption. This is how a network learns to drop what a negative prompt names even where
+    the picture shows it."""
+    unknown = [c for c in (classes or ()) + tuple(unheard) if c not in CLASSES]
     if unknown:
         raise ValueError(f"unknown sound classes {unknown}; choose from {CLASSES}")
     rng = np.random.default_rng(seed)
@@ -211,23 +218,27 @@ def generate_clip(seed: int, config: WorldConfig = WorldConfig(),
     for source, shot in placed:
         source.draw(canvas, shot)
 
-    mix = sum(stems.values(), np.zeros(n, np.float32))
-    mix += rng.normal(0, 10 ** (rng.uniform(*config.noise_floor_db) / 20), n).astype(np.float32)
-    peak = float(np.max(np.abs(mix)))
+    floor = rng.normal(0, 10 ** (rng.uniform(*config.noise_floor_db) / 20), n).astype(np.float32)
+    # The level is set on the whole mix, so leaving a stem out leaves the others as loud.
+    peak = float(np.max(np.abs(sum(stems.values(), np.zeros(n, np.float32)) + floor)))
     scale = float(rng.uniform(0.5, 0.95)) / peak if peak > 0 else 1.0
+    heard = {c: s for c, s in stems.items() if c not in unheard}
+    mix = sum(heard.values(), np.zeros(n, np.float32))
+    mix += floor
     mix *= scale
     levels = {c: float(20 * np.log10(np.sqrt(np.mean((s * scale) ** 2)) + 1e-12))
-              for c, s in stems.items()}
+              for c, s in heard.items()}
     present = sorted(levels, key=lambda c: -levels[c])
 
-    shake = _camera_shake(rng, config, events)
+    shake = _camera_shake(rng, config, events)  # an unheard slam still jolts the camera
+    events = [e for e in events if e.cls not in unheard]
     grain = float(rng.uniform(0, config.max_grain))
     pictures = canvas.finish(shake, grain, rng)
     if rng.random() < config.compress_probability:
         pictures = compress_frames(pictures, fps, crf=int(rng.integers(23, 38)))
     events.sort(key=lambda e: (e.time, e.cls))
     return Clip(seed=seed, frames=pictures, audio=mix.astype(np.float32),
-                caption=caption(present, rng, config.caption_none_probability),
+                caption=caption(present, rng, config.caption_none_probability, unheard),
                 events=events, classes=present, cuts=[s.start / fps for s in shots[1:]],
                 fps=fps, rate=rate, levels_db=levels)
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .captions import CLASSES
 from .clip import WorldConfig, compress_frames, generate_clip
 
 TRAIN_SEEDS = range(0, 1_000_000)
@@ -37,15 +38,36 @@ def clip_inputs(clip, visual, codec, compress: bool = False) -> dict:
     return {"latent": latent, "clip": features.clip, "sync": features.sync}
 
 
+def negated_classes(classes: list[str], rng: np.random.Generator) -> tuple[str, ...]:
+    """What a negation example's caption names after "without": mostly sounds the clip has
+    (which it then leaves unheard), sometimes ones it lacks (which changes nothing heard, so
+    naming a sound is not learnt as a call to quiet everything); now and then two."""
+    pool = (classes if classes and rng.random() < 0.7
+            else [c for c in CLASSES if c not in classes])
+    count = min(len(pool), 2 if rng.random() < 0.2 else 1)
+    return tuple(str(c) for c in rng.choice(pool, size=count, replace=False))
+
+
+def world_example(seed: int, config: WorldConfig, negation: float = 0.0):
+    """The clip a training seed stands for: its clip, or with chance `negation` the same
+    picture with a caption that names sounds not heard (`negated_classes`)."""
+    clip = generate_clip(seed, config)
+    rng = np.random.default_rng([seed, 11])
+    if rng.random() < negation:
+        clip = generate_clip(seed, config, unheard=negated_classes(clip.classes, rng))
+    return clip
+
+
 def precompute_shards(seeds, out_dir: str | Path, config: WorldConfig | None = None,
                       shard_size: int = 100, compress_probability: float = 0.3,
                       log=print, part: tuple[int, int] = (0, 1),
-                      detector: str | Path | None = None) -> list[Path]:
+                      detector: str | Path | None = None, negation: float = 0.0) -> list[Path]:
     """Generate the clips of `seeds` and write their network inputs as shards in `out_dir`.
     Shards already present are kept (the run can be resumed). `part` (k, n) writes only every
     n-th shard from the k-th, so n processes can share the work; every shard's path is
     returned either way. With `detector` (an event_detector.safetensors), the sync features
-    carry its contact channels."""
+    carry its contact channels. `negation` is each seed's chance of being a negation example
+    (`world_example`)."""
     from daemon.model.codec import MelCodec
     from daemon.model.text import MiniLMText
     from daemon.model.visual import MotionFeatures
@@ -72,7 +94,7 @@ def precompute_shards(seeds, out_dir: str | Path, config: WorldConfig | None = N
         started = time.time()
         rows, captions, meta = [], [], []
         for seed in seeds[index:index + shard_size]:
-            clip = generate_clip(seed, config)
+            clip = world_example(seed, config, negation)
             rng = np.random.default_rng([seed, 7])
             rows.append(clip_inputs(clip, visual, codec, rng.random() < compress_probability))
             captions.append(clip.caption or "")
@@ -82,6 +104,7 @@ def precompute_shards(seeds, out_dir: str | Path, config: WorldConfig | None = N
                  for key in ("latent", "clip", "sync")}
         shard["text"] = tokens.to(torch.float16)
         shard["meta"] = meta
+        shard["negation"] = negation
         tmp = path.with_suffix(".tmp")
         torch.save(shard, tmp)
         tmp.rename(path)  # a shard appears whole or not at all
@@ -96,6 +119,8 @@ class WorldShards:
         self.folder = Path(folder)
         self.loaded: list[str] = []
         self.tensors: dict[str, torch.Tensor] = {}
+        self.has_negation = False
+        """Whether any shard holds negation examples (a network trained on it reads them)."""
         self.refresh()
 
     def refresh(self) -> int:
@@ -103,6 +128,7 @@ class WorldShards:
         new = [p for p in sorted(self.folder.glob("shard-*.pt")) if p.name not in self.loaded]
         for path in new:
             shard = torch.load(path, weights_only=False)
+            self.has_negation |= shard.get("negation", 0.0) > 0
             for key in ("latent", "clip", "sync", "text"):
                 part = shard[key]
                 self.tensors[key] = (torch.cat([self.tensors[key], part])
