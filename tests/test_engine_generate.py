@@ -27,7 +27,7 @@ from daemon.model.engine import (
     true_peak,
     watermark_payload,
 )
-from daemon.model.text import MiniLMText, with_negative
+from daemon.model.text import MiniLMText, conditioning_text
 from tests.engine_weights import random_tiny_weights
 from tests.frontend_media import moving_box_frames, write_video
 
@@ -161,31 +161,22 @@ def test_seed_reproduces_and_prompt_changes_the_audio(engine, video):
     assert not np.allclose(first.samples, other.samples, atol=1e-3)
 
 
-class RecordingText(MiniLMText):
-    """The real text encoder, remembering every text it was asked to encode."""
-
-    def __init__(self):
-        super().__init__()
-        self.seen: list[str] = []
-
-    def encode(self, prompts):
-        self.seen += list(prompts)
-        return super().encode(prompts)
-
-
 @pytest.mark.parametrize("reads_negation", [False, True])
-def test_a_network_that_reads_negation_hears_the_negative_prompt_in_its_caption(
-        tmp_path, video, reads_negation):
-    text = RecordingText()
+def test_a_network_that_reads_negation_finds_the_negative_prompt_in_its_text(
+        tmp_path, video, reads_negation, monkeypatch):
     weights = random_tiny_weights(tmp_path, reads_negation=reads_negation)
-    engine = V2AEngine(weights=weights, device="cpu", text=text)
+    engine = V2AEngine(weights=weights, device="cpu")
     engine.load("cpu")
-    for prompt in ("footsteps", ""):
-        text.seen.clear()
-        engine.generate(_request(video, 0, 0.5, prompt=prompt, negative_prompt="music"),
-                        _ignore, _never)
-        caption = with_negative(prompt, "music") if reads_negation else prompt
-        assert text.seen == [caption, "music"]
+    seen = []
+    real = engine.network.preprocess_conditions
+    monkeypatch.setattr(engine.network, "preprocess_conditions",
+                        lambda clip, sync, text, *a, **k: seen.append(text) or real(clip, sync, text, *a, **k))
+    request = _request(video, 0, 0.5, prompt="footsteps", negative_prompt="music")
+    engine.generate(request, _ignore, _never)
+    expected, _, negative = conditioning_text(MiniLMText(), ["footsteps"], ["music"], reads_negation)
+    # The full branch reads the conditioning text, the negative branch the negative prompt.
+    assert any(torch.allclose(t[:1], expected) for t in seen)
+    assert any(torch.allclose(t[:1], negative) for t in seen)
 
 
 def test_segments_across_a_cut_make_one_continuous_clip(engine, video):

@@ -7,7 +7,7 @@ import logging
 import pytest
 import torch
 
-from daemon.model.text import MiniLMText, TextEncoder, conditioning_caption, with_negative
+from daemon.model.text import NEGATIVE_TOKENS, MiniLMText, TextEncoder, conditioning_text
 
 
 @pytest.fixture(scope="module")
@@ -56,10 +56,22 @@ def test_long_prompts_are_cut_with_a_warning(encoder, caplog):
     assert any("prompt cut to 30" in r.getMessage() for r in caplog.records)
 
 
-def test_a_negative_prompt_is_worded_after_the_prompt():
-    assert with_negative("footsteps on gravel", "music") == "footsteps on gravel, without music"
-    assert with_negative("", " rain, voices ") == "without rain, voices"
-    assert with_negative(" a door slams ", "  ") == "a door slams"
-    # Only a network trained on such captions is given one.
-    assert conditioning_caption("wind", "music", reads_negation=True) == "wind, without music"
-    assert conditioning_caption("wind", "music", reads_negation=False) == "wind"
+def test_a_network_that_reads_negation_finds_the_negative_prompt_mirrored_in_its_text(encoder):
+    prompts, negatives = ["footsteps on gravel", "", "wind"], ["rain", "music", ""]
+    plain, prompted, negative = conditioning_text(encoder, prompts, negatives, False)
+    torch.testing.assert_close(plain, encoder.encode(prompts).tokens)
+    torch.testing.assert_close(negative, encoder.encode(negatives).tokens)
+    assert prompted.tolist() == [True, False, True]
+
+    text, prompted, _ = conditioning_text(encoder, prompts, negatives, True)
+    assert prompted.tolist() == [True, True, True]  # "not music" says something
+    keep = 32 - NEGATIVE_TOKENS
+    torch.testing.assert_close(text[:, :keep], plain[:, :keep])
+    torch.testing.assert_close(text[2], plain[2])  # no negative prompt: the prompt alone
+    mirror = 2 * encoder.encode([""]).tokens[0].mean(0)
+    torch.testing.assert_close(text[0, keep:], mirror - negative[0, :NEGATIVE_TOKENS])
+    # "not rain" lies opposite "rain" about the empty prompt: the mean states disagree.
+    centre = mirror / 2
+    said = (negative[0, :NEGATIVE_TOKENS] - centre).mean(0)
+    denied = (text[0, keep:] - centre).mean(0)
+    assert float(torch.nn.functional.cosine_similarity(said, denied, dim=0)) < -0.99

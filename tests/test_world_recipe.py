@@ -151,7 +151,7 @@ def test_shards_with_negation_examples_train_a_network_that_reads_negation(shard
     main(["precompute", "--data", str(negated), "--clips", "2", "--shard-size", "2",
           "--negation", "1"])
     meta = torch.load(next(negated.glob("shard-*.pt")), weights_only=False)["meta"]
-    assert all("without" in m["caption"] for m in meta)
+    assert all(m["negative_caption"] for m in meta)
     weights = _train_out(negated, tmp_path / "work")
     assert load_network(weights).config.reads_negation
     # A running checkpoint exports with its config.

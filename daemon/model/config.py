@@ -45,9 +45,9 @@ class NetworkConfig:
     # Seconds of audio the sequence lengths above cover: the window the network was trained
     # on. The token rates of every stream follow from it.
     window_s: float = 8.0
-    # Trained on captions that name what is not heard ("footsteps, without rain"): the engine
-    # then puts a negative prompt into the caption too (`daemon.model.text.with_negative`),
-    # not only into guidance. The published checkpoints were not.
+    # Trained on examples whose negative prompt names what is not heard: the engine then puts
+    # a negative prompt into the text too (`daemon.model.text.conditioning_text`), not only
+    # into guidance. The published checkpoints were not.
     reads_negation: bool = False
 
     def __post_init__(self) -> None:

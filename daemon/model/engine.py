@@ -59,7 +59,7 @@ from daemon.model.flow import (
     prepare_guidance,
 )
 from daemon.model.network import V2ANetwork
-from daemon.model.text import MiniLMText, TextEncoder, conditioning_caption, is_prompt
+from daemon.model.text import MiniLMText, TextEncoder, conditioning_text, is_prompt
 from daemon.model.visual import MotionFeatures, VisualEncoder, VisualFeatures, default_visual
 from daemon.model.windows import (
     Window,
@@ -460,16 +460,16 @@ class V2AEngine:
         visual_s = time.perf_counter() - started
         progress("features", index, count)
         started = time.perf_counter()
-        caption = conditioning_caption(request.prompt, request.negative_prompt, c.reads_negation)
-        texts = self.text.encode([caption, request.negative_prompt])
+        text, prompted, negative = conditioning_text(
+            self.text, [request.prompt], [request.negative_prompt], c.reads_negation)
         latent_len, _, _ = c.seq_lens_for(request.duration)
         return SamplingPlan(
             latent_len=latent_len,
             clip=picture.clip,
             sync=picture.sync,
-            text=texts.tokens[0],
-            prompted=is_prompt(caption),
-            negative=texts.tokens[1] if is_prompt(request.negative_prompt) else None,
+            text=text[0],
+            prompted=bool(prompted[0]),
+            negative=negative[0] if is_prompt(request.negative_prompt) else None,
             timings={"decode_and_picture_features_s": visual_s,
                      "text_features_s": time.perf_counter() - started},
         )

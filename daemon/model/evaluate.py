@@ -53,7 +53,7 @@ import torch
 
 from daemon.model.checkpoint import file_metadata
 from daemon.model.flow import PROMPT_GUIDANCE_RATIO, PROMPT_UNTIL, RENOISE, Guidance
-from daemon.model.text import conditioning_caption, is_prompt
+from daemon.model.text import conditioning_text
 from daemon.model.world import (
     EVAL_SYNC,
     WorldConfig,
@@ -148,14 +148,12 @@ class ModelUnderTest:
             sync = torch.stack([p[1] for p in part])
             if zero_picture:
                 clip, sync = torch.zeros_like(clip), torch.zeros_like(sync)
-            captions = [conditioning_caption(p, "" if negatives is None else negatives[i + k],
-                                             self.network.config.reads_negation)
-                        for k, p in enumerate(prompts[i:i + settings.batch])]
-            text = self.text.encode(captions).tokens
-            neg = (None if negatives is None
-                   else self.text.encode(negatives[i:i + settings.batch]).tokens)
+            part_prompts = prompts[i:i + settings.batch]
+            part_negatives = [""] * len(part_prompts) if negatives is None else negatives[i:i + settings.batch]
+            text, prompted, neg = conditioning_text(self.text, part_prompts, part_negatives,
+                                                    self.network.config.reads_negation)
+            neg = None if negatives is None else neg
             n = self.network.config.seq_lens_for(8.0)[0]
-            prompted = torch.tensor([is_prompt(c) for c in captions])
             latents = generate_latents(self.network, clip, sync, text, n, negative_text_f=neg,
                                        steps=settings.steps,
                                        seed=settings.seed if seed is None else seed,

@@ -354,8 +354,9 @@ def main(argv=None) -> None:
     p.add_argument("--workers", type=int, default=1,
                    help="processes writing shards side by side (e.g. one per CPU core)")
     p.add_argument("--negation", type=float, default=0.0,
-                   help="each clip's chance of a caption that names sounds not heard "
-                        "(\"..., without rain\"), which it then leaves out of the mix")
+                   help="each clip's chance of a negative caption naming sounds it then "
+                        "leaves out of the mix (the picture still shows them); a network "
+                        "trained on such shards reads negative prompts in its text")
     t = sub.add_parser("train", help="train on the shards")
     t.add_argument("--data", required=True)
     t.add_argument("--work", required=True)

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from daemon.model.text import with_negative
-
 PHRASES: dict[str, tuple[str, ...]] = {
     "impact_wood": ("wooden blocks dropping", "a wood block hitting the floor", "wood knocks",
                     "timber thuds", "a wooden object falls and bounces", "wood impacts"),
@@ -62,14 +60,9 @@ def class_prompt(cls: str, rng: np.random.Generator) -> str:
     return str(rng.choice(PHRASES[cls]))
 
 
-def caption(classes: list[str], rng: np.random.Generator, none_probability: float = 0.15,
-            unheard: tuple[str, ...] = ()) -> str | None:
-    """A caption naming some of `classes` (most prominent first), or None. Classes in
-    `unheard` are named after "without" (`daemon.model.text.with_negative`), as the engine
-    words a negative prompt; such a caption is never None, since only it says so."""
-    if unheard:
-        named = caption(classes, rng, none_probability) or ""
-        return with_negative(named, ", ".join(class_prompt(c, rng) for c in unheard))
+def caption(classes: list[str], rng: np.random.Generator, none_probability: float = 0.15
+            ) -> str | None:
+    """A caption naming some of `classes` (most prominent first), or None."""
     if not classes or rng.random() < none_probability:
         return None
     count = int(rng.integers(1, min(3, len(classes)) + 1))
@@ -85,3 +78,8 @@ def caption(classes: list[str], rng: np.random.Generator, none_probability: floa
     if rng.random() < 0.3:
         text = text[0].upper() + text[1:]
     return text
+
+
+def negative_caption(classes: tuple[str, ...], rng: np.random.Generator) -> str:
+    """A negative prompt naming `classes`, as an editor types one ("rain, door slams")."""
+    return ", ".join(class_prompt(c, rng) for c in classes)

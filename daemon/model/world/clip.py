@@ -19,7 +19,7 @@ import numpy as np
 
 from . import beds, scenery
 from .canvas import Canvas
-from .captions import CLASSES, caption
+from .captions import CLASSES, caption, negative_caption
 from .sources import Door, Dropper, Event, Flash, Shot, Source, Swipe, Walker
 
 EVENT_CLASSES = tuple(c for c in CLASSES if not c.startswith("music_")
@@ -80,6 +80,7 @@ class Clip:
     fps: int
     rate: int
     levels_db: dict = field(default_factory=dict)  # class -> RMS level in the mix, dB
+    negative_caption: str | None = None  # names sounds not heard (generate_clip's `unheard`)
 
     @property
     def duration(self) -> float:
@@ -147,11 +148,11 @@ def generate_clip(seed: int, config: WorldConfig = WorldConfig(),
     """Generate the clip for `seed`. `classes` forces what sounds in every shot (event,
     ambience and music classes, e.g. ("impact_glass", "rain")); `cuts=False` keeps one shot.
 
-    `unheard` names classes the caption says are not heard ("..., without rain"): any of them
-    the clip has are still drawn but left out of the mix, and the rest keeps its level, so
-    the picture is the one the seed draws anyway. Naming a class the clip lacks changes only
-    the caption. This is how a network learns to drop what a negative prompt names even where
-    the picture shows it."""
+    `unheard` names classes for the clip's negative caption: any of them the clip has are
+    still drawn but left out of the mix, and the rest keeps its level, so the picture is the
+    one the seed draws anyway. Naming a class the clip lacks changes only the negative caption.
+    This is how a network learns to drop what a negative prompt names even where the picture
+    shows it."""
     unknown = [c for c in (classes or ()) + tuple(unheard) if c not in CLASSES]
     if unknown:
         raise ValueError(f"unknown sound classes {unknown}; choose from {CLASSES}")
@@ -238,7 +239,8 @@ def generate_clip(seed: int, config: WorldConfig = WorldConfig(),
         pictures = compress_frames(pictures, fps, crf=int(rng.integers(23, 38)))
     events.sort(key=lambda e: (e.time, e.cls))
     return Clip(seed=seed, frames=pictures, audio=mix.astype(np.float32),
-                caption=caption(present, rng, config.caption_none_probability, unheard),
+                caption=caption(present, rng, config.caption_none_probability),
+                negative_caption=negative_caption(unheard, rng) if unheard else None,
                 events=events, classes=present, cuts=[s.start / fps for s in shots[1:]],
                 fps=fps, rate=rate, levels_db=levels)
 

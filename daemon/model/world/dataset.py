@@ -39,7 +39,7 @@ def clip_inputs(clip, visual, codec, compress: bool = False) -> dict:
 
 
 def negated_classes(classes: list[str], rng: np.random.Generator) -> tuple[str, ...]:
-    """What a negation example's caption names after "without": mostly sounds the clip has
+    """What a negation example's negative caption names: mostly sounds the clip has
     (which it then leaves unheard), sometimes ones it lacks (which changes nothing heard, so
     naming a sound is not learnt as a call to quiet everything); now and then two."""
     pool = (classes if classes and rng.random() < 0.7
@@ -50,7 +50,7 @@ def negated_classes(classes: list[str], rng: np.random.Generator) -> tuple[str, 
 
 def world_example(seed: int, config: WorldConfig, negation: float = 0.0):
     """The clip a training seed stands for: its clip, or with chance `negation` the same
-    picture with a caption that names sounds not heard (`negated_classes`)."""
+    picture with a negative caption that names sounds not heard (`negated_classes`)."""
     clip = generate_clip(seed, config)
     rng = np.random.default_rng([seed, 11])
     if rng.random() < negation:
@@ -69,7 +69,7 @@ def precompute_shards(seeds, out_dir: str | Path, config: WorldConfig | None = N
     carry its contact channels. `negation` is each seed's chance of being a negation example
     (`world_example`)."""
     from daemon.model.codec import MelCodec
-    from daemon.model.text import MiniLMText
+    from daemon.model.text import MiniLMText, conditioning_text
     from daemon.model.visual import MotionFeatures
 
     config = config or WorldConfig()
@@ -92,14 +92,18 @@ def precompute_shards(seeds, out_dir: str | Path, config: WorldConfig | None = N
         if path.exists() or (index // shard_size) % part[1] != part[0]:
             continue
         started = time.time()
-        rows, captions, meta = [], [], []
+        rows, captions, negatives, meta = [], [], [], []
         for seed in seeds[index:index + shard_size]:
             clip = world_example(seed, config, negation)
             rng = np.random.default_rng([seed, 7])
             rows.append(clip_inputs(clip, visual, codec, rng.random() < compress_probability))
             captions.append(clip.caption or "")
-            meta.append({"seed": seed, "caption": clip.caption, "classes": clip.classes})
-        tokens = text.encode(captions).tokens
+            negatives.append(clip.negative_caption or "")
+            meta.append({"seed": seed, "caption": clip.caption, "classes": clip.classes,
+                         "negative_caption": clip.negative_caption})
+        # As the engine conditions a network that reads negation (clips without a negative
+        # caption are plain captions either way).
+        tokens, _, _ = conditioning_text(text, captions, negatives, reads_negation=True)
         shard = {key: torch.stack([r[key] for r in rows]).to(torch.float16)
                  for key in ("latent", "clip", "sync")}
         shard["text"] = tokens.to(torch.float16)
