@@ -175,8 +175,8 @@ def test_a_network_that_reads_negation_finds_the_negative_prompt_in_its_text(
     engine.generate(request, _ignore, _never)
     expected, _, negative = conditioning_text(MiniLMText(), ["footsteps"], ["music"], reads_negation)
     # The full branch reads the conditioning text, the negative branch the negative prompt.
-    assert any(torch.allclose(t[:1], expected) for t in seen)
-    assert any(torch.allclose(t[:1], negative) for t in seen)
+    assert any(torch.allclose(t[:1], expected, atol=1e-4) for t in seen)
+    assert any(torch.allclose(t[:1], negative, atol=1e-4) for t in seen)
 
 
 def test_segments_across_a_cut_make_one_continuous_clip(engine, video):
