@@ -103,7 +103,7 @@ def test_an_unheard_class_is_drawn_and_left_out_of_the_mix():
     assert not [e for e in silent_slams.events if e.cls == "door_slam"]
 
 
-def test_naming_an_absent_class_unheard_changes_only_the_caption():
+def test_naming_an_absent_class_unheard_changes_only_the_negative_caption():
     plain = generate_clip(9, SHORT, classes=("door_slam",), cuts=False)
     named = generate_clip(9, SHORT, classes=("door_slam",), cuts=False, unheard=("fire",))
     assert np.array_equal(plain.audio, named.audio) and plain.events == named.events
