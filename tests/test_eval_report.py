@@ -167,3 +167,20 @@ def test_sampler_settings_of_the_command_reach_the_sampler(untrained_weights, mo
     monkeypatch.setattr(daemon.model.windows, "generate_latents", spy)
     model.generate(picture, ["rain on a window"], None, other)
     assert seen == [(Guidance(4.5, 4.5, 13.5, 0.5), 0.25, 2)]
+
+
+def test_negative_section_measures_what_a_perfect_negative_prompt_would(untrained_weights, tmp_path):
+    from daemon.model.evaluate import NEGATIVE_AMBIENCES, main
+
+    out = tmp_path / "report.json"
+    main(["--weights", str(untrained_weights), "--seeds", "1000000-1000001", "--out", str(out),
+          "--sections", "negative", "--negative-clips", "2", "--steps", "2", "--threads", "1"])
+    negative = json.loads(out.read_text())["negative"]
+    cases = negative["per_case"]
+    assert [c["target"] in NEGATIVE_AMBIENCES for c in cases] == [True, False] * 2
+    # The world's own sound without the ambience is far quieter between the events than with
+    # it: the ceiling of the measurement, met by no network that ignores its negative prompt.
+    ambience = [c["world_audio_reduction_db"] for c in cases if c["target"] in NEGATIVE_AMBIENCES]
+    assert min(ambience) > 6.0
+    assert negative["ceiling_world_audio_ambience_db"] == pytest.approx(np.mean(ambience))
+    assert negative["ceiling_world_audio_ambience_db"] > negative["mean_reduction_ambience_db"] + 3

@@ -36,6 +36,10 @@ Sections (metrics are the pure functions of daemon.model.world.metrics):
   (between events for an ambience, 300 ms after each event for an event), in dB. Baselines:
   the same measurement between two seeds with no negative prompt, and with a negative prompt
   naming a class of the same kind that is not in the clip (what any negative prompt does).
+  Ceiling: what a perfect negative prompt would measure, the world's own sound of the clip
+  against the same clip with the class drawn but not heard, both through the codec and the
+  output stage. The output stage levels what remains back up, so even perfect removal of an
+  event measures a few dB only: an event's spans then hold the ambience, raised.
 """
 
 from __future__ import annotations
@@ -124,6 +128,14 @@ class ModelUnderTest:
     def through_codec(self, audio: np.ndarray) -> np.ndarray:
         """`audio` (16 kHz) after the codec alone: log-mel, then Griffin-Lim."""
         return self.codec.decode(self.codec.encode(torch.from_numpy(audio)[None]))[0].numpy()
+
+    def delivered(self, audio: np.ndarray) -> np.ndarray:
+        """`audio` (16 kHz) as the engine would deliver it had the network generated its exact
+        latents: through the codec, then levelled by the output stage."""
+        from daemon.model.engine import OutputSettings, normalise_loudness
+
+        return normalise_loudness(self.through_codec(audio), self.codec.sample_rate,
+                                  OutputSettings())[0]
 
     def picture(self, clip) -> tuple[torch.Tensor, torch.Tensor]:
         # What the engine sees comes out of a video file: give the model compressed frames.
@@ -349,10 +361,11 @@ def _class_spans(clip, cls: str) -> list[tuple[float, float]]:
 def evaluate_negative(model: ModelUnderTest, seeds: list[int], settings: EvalSettings) -> dict:
     rng = np.random.default_rng(settings.seed + 2)
     control = np.random.default_rng(settings.seed + 3)
-    cases, pictures = [], []
+    cases, pictures, drawn = [], [], {}
     for seed in seeds:
         event, ambience = str(rng.choice(NEGATIVE_EVENTS)), str(rng.choice(NEGATIVE_AMBIENCES))
         clip = generate_clip(seed, EVAL_SYNC, classes=(event, ambience), cuts=False)
+        drawn[seed] = (event, ambience)
         picture = model.picture(clip)
         event_text, ambience_text = class_prompt(event, rng), class_prompt(ambience, rng)
         # Negate the ambience while prompting the event, and the other way round.
@@ -371,12 +384,20 @@ def evaluate_negative(model: ModelUnderTest, seeds: list[int], settings: EvalSet
     reseeded = model.generate(pictures, prompts, None, settings, seed=settings.seed + 1)
     negated = model.generate(pictures, prompts, [c[2] for c in cases], settings)
     unrelated = model.generate(pictures, prompts, [c[4] for c in cases], settings)
+    world = {clip.seed: model.delivered(clip.audio) for clip, *_ in cases}
     records = []
     for (clip, target, target_text, prompt, other), a, b, c, d in zip(
             cases, plain, reseeded, negated, unrelated, strict=True):
         spans = _class_spans(clip, target)
         plain_db = span_energy_db(a, 16_000, spans)
         negated_db = span_energy_db(c, 16_000, spans)
+        # What a perfect negative prompt measures: the world's own sound of the clip, and of
+        # the same clip with the target drawn but not heard, as the engine would deliver them.
+        # The output stage levels both, so leaving a class out raises what remains.
+        without = generate_clip(clip.seed, EVAL_SYNC, classes=drawn[clip.seed], cuts=False,
+                                unheard=(target,))
+        world_db = span_energy_db(world[clip.seed], 16_000, spans)
+        perfect_db = span_energy_db(model.delivered(without.audio), 16_000, spans)
         records.append({
             "seed": clip.seed, "target": target, "negative_prompt": target_text,
             "prompt": prompt, "energy_db": plain_db, "energy_with_negative_db": negated_db,
@@ -384,6 +405,7 @@ def evaluate_negative(model: ModelUnderTest, seeds: list[int], settings: EvalSet
             "reseed_difference_db": plain_db - span_energy_db(b, 16_000, spans),
             "unrelated_negative_prompt": other,
             "unrelated_reduction_db": plain_db - span_energy_db(d, 16_000, spans),
+            "world_audio_reduction_db": world_db - perfect_db,
         })
 
     def mean(key, kind=None):
@@ -399,6 +421,8 @@ def evaluate_negative(model: ModelUnderTest, seeds: list[int], settings: EvalSet
             "baseline_unrelated_negative_db": mean("unrelated_reduction_db"),
             "baseline_unrelated_negative_ambience_db": mean("unrelated_reduction_db", "ambience"),
             "baseline_unrelated_negative_event_db": mean("unrelated_reduction_db", "event"),
+            "ceiling_world_audio_ambience_db": mean("world_audio_reduction_db", "ambience"),
+            "ceiling_world_audio_event_db": mean("world_audio_reduction_db", "event"),
             "per_case": records}
 
 
@@ -511,7 +535,9 @@ def _headline(report: dict) -> dict:
                                              "mean_reduction_event_db",
                                              "baseline_unrelated_negative_ambience_db",
                                              "baseline_unrelated_negative_event_db",
-                                             "baseline_reseed_mean_abs_db")}
+                                             "baseline_reseed_mean_abs_db",
+                                             "ceiling_world_audio_ambience_db",
+                                             "ceiling_world_audio_event_db")}
     if "conditioning" in report:
         out["conditioning_relative_loss_reduction"] = {
             k: round(v, 4) for k, v in report["conditioning"]["relative_loss_reduction"].items()}
