@@ -16,6 +16,7 @@ from daemon.model.world.metrics import (
     pooled_interval,
     pooled_scores,
     random_onsets,
+    relative_level_db,
     span_energy_db,
 )
 
@@ -117,6 +118,24 @@ def test_random_onsets_and_span_energy():
     tone[:RATE // 2] = 0.1 * np.sin(np.arange(RATE // 2) * 0.1)
     assert span_energy_db(tone, RATE, [(0, 0.5)]) == pytest.approx(10 * np.log10(0.005), abs=0.1)
     assert span_energy_db(tone, RATE, [(0.5, 1.0)]) == -120.0
+
+
+def test_relative_level_sees_a_removed_sound_whatever_the_overall_gain():
+    hits = [0.2, 0.7, 1.2, 1.7]
+    after = [(t, t + 0.05) for t in hits]
+    between = [(t + 0.1, t + 0.45) for t in hits]
+    bed = clicks([], noise=0.01)  # an ambience alone
+    with_hits = clicks(hits, noise=0.01)
+    prominence = relative_level_db(with_hits, RATE, after, between)
+    assert prominence > 15.0
+    # The overall level changes nothing (the output stage levels every clip) ...
+    assert relative_level_db(0.05 * with_hits, RATE, after, between) == pytest.approx(prominence)
+    # ... while span energy alone, once each clip is levelled, hides most of a removal:
+    # the bed left alone is raised to the level the clip had.
+    levelled = bed * np.sqrt(np.mean(with_hits ** 2) / np.mean(bed ** 2))
+    energy_drop = span_energy_db(with_hits, RATE, after) - span_energy_db(levelled, RATE, after)
+    relative_drop = prominence - relative_level_db(levelled, RATE, after, between)
+    assert relative_drop == pytest.approx(prominence, abs=1.0) and relative_drop > energy_drop + 5
 
 
 def clip_scores(tp, fp, fn):

@@ -184,3 +184,8 @@ def test_negative_section_measures_what_a_perfect_negative_prompt_would(untraine
     assert min(ambience) > 6.0
     assert negative["ceiling_world_audio_ambience_db"] == pytest.approx(np.mean(ambience))
     assert negative["ceiling_world_audio_ambience_db"] > negative["mean_reduction_ambience_db"] + 3
+    # Levelled, an event left out measures little (its spans then hold the ambience, raised);
+    # against where the ambience sounds alone, it measures what it was.
+    relative = negative["relative"]
+    assert relative["ceiling_world_audio_event_db"] > negative["ceiling_world_audio_event_db"] + 5
+    assert relative["ceiling_world_audio_ambience_db"] > 6.0

@@ -76,6 +76,7 @@ from daemon.model.world.metrics import (
     pooled_interval,
     pooled_scores,
     random_onsets,
+    relative_level_db,
     span_energy_db,
 )
 
@@ -391,13 +392,20 @@ def evaluate_negative(model: ModelUnderTest, seeds: list[int], settings: EvalSet
         spans = _class_spans(clip, target)
         plain_db = span_energy_db(a, 16_000, spans)
         negated_db = span_energy_db(c, 16_000, spans)
+        # The same against where the clip's other class sounds: no levelling moves it.
+        reference = _class_spans(clip, next(k for k in drawn[clip.seed] if k != target))
+
+        def relative(audio, spans=spans, reference=reference):
+            return relative_level_db(audio, 16_000, spans, reference)
+
         # What a perfect negative prompt measures: the world's own sound of the clip, and of
         # the same clip with the target drawn but not heard, as the engine would deliver them.
         # The output stage levels both, so leaving a class out raises what remains.
         without = generate_clip(clip.seed, EVAL_SYNC, classes=drawn[clip.seed], cuts=False,
                                 unheard=(target,))
         world_db = span_energy_db(world[clip.seed], 16_000, spans)
-        perfect_db = span_energy_db(model.delivered(without.audio), 16_000, spans)
+        perfect = model.delivered(without.audio)
+        perfect_db = span_energy_db(perfect, 16_000, spans)
         records.append({
             "seed": clip.seed, "target": target, "negative_prompt": target_text,
             "prompt": prompt, "energy_db": plain_db, "energy_with_negative_db": negated_db,
@@ -405,7 +413,14 @@ def evaluate_negative(model: ModelUnderTest, seeds: list[int], settings: EvalSet
             "reseed_difference_db": plain_db - span_energy_db(b, 16_000, spans),
             "unrelated_negative_prompt": other,
             "unrelated_reduction_db": plain_db - span_energy_db(d, 16_000, spans),
+            "world_audio_energy_db": world_db,
             "world_audio_reduction_db": world_db - perfect_db,
+            "relative_db": relative(a),
+            "relative_reduction_db": relative(a) - relative(c),
+            "reseed_relative_difference_db": relative(a) - relative(b),
+            "unrelated_relative_reduction_db": relative(a) - relative(d),
+            "world_audio_relative_db": relative(world[clip.seed]),
+            "world_audio_relative_reduction_db": relative(world[clip.seed]) - relative(perfect),
         })
 
     def mean(key, kind=None):
@@ -423,6 +438,19 @@ def evaluate_negative(model: ModelUnderTest, seeds: list[int], settings: EvalSet
             "baseline_unrelated_negative_event_db": mean("unrelated_reduction_db", "event"),
             "ceiling_world_audio_ambience_db": mean("world_audio_reduction_db", "ambience"),
             "ceiling_world_audio_event_db": mean("world_audio_reduction_db", "event"),
+            "relative": {
+                "mean_reduction_ambience_db": mean("relative_reduction_db", "ambience"),
+                "mean_reduction_event_db": mean("relative_reduction_db", "event"),
+                "baseline_reseed_mean_abs_db": float(np.mean([
+                    abs(r["reseed_relative_difference_db"]) for r in records])) if records else 0.0,
+                "baseline_unrelated_negative_ambience_db": mean("unrelated_relative_reduction_db",
+                                                                "ambience"),
+                "baseline_unrelated_negative_event_db": mean("unrelated_relative_reduction_db",
+                                                             "event"),
+                "ceiling_world_audio_ambience_db": mean("world_audio_relative_reduction_db",
+                                                        "ambience"),
+                "ceiling_world_audio_event_db": mean("world_audio_relative_reduction_db", "event"),
+            },
             "per_case": records}
 
 
@@ -537,7 +565,7 @@ def _headline(report: dict) -> dict:
                                              "baseline_unrelated_negative_event_db",
                                              "baseline_reseed_mean_abs_db",
                                              "ceiling_world_audio_ambience_db",
-                                             "ceiling_world_audio_event_db")}
+                                             "ceiling_world_audio_event_db", "relative")}
     if "conditioning" in report:
         out["conditioning_relative_loss_reduction"] = {
             k: round(v, 4) for k, v in report["conditioning"]["relative_loss_reduction"].items()}

@@ -253,3 +253,10 @@ def span_energy_db(audio: np.ndarray, rate: int, spans: Sequence[tuple[float, fl
         return -120.0
     power = float(np.mean(audio[mask] ** 2))
     return 10 * np.log10(max(power, 1e-12))
+
+
+def relative_level_db(audio: np.ndarray, rate: int, spans: Sequence[tuple[float, float]],
+                      reference: Sequence[tuple[float, float]]) -> float:
+    """Level of `audio` inside `spans` over its level inside `reference`, in dB: what no gain
+    applied to the whole of `audio` (the output stage's levelling) changes."""
+    return span_energy_db(audio, rate, spans) - span_energy_db(audio, rate, reference)
