@@ -50,6 +50,7 @@ import platform
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -389,69 +390,54 @@ def evaluate_negative(model: ModelUnderTest, seeds: list[int], settings: EvalSet
     records = []
     for (clip, target, target_text, prompt, other), a, b, c, d in zip(
             cases, plain, reseeded, negated, unrelated, strict=True):
-        spans = _class_spans(clip, target)
-        plain_db = span_energy_db(a, 16_000, spans)
-        negated_db = span_energy_db(c, 16_000, spans)
-        # The same against where the clip's other class sounds: no levelling moves it.
-        reference = _class_spans(clip, next(k for k in drawn[clip.seed] if k != target))
-
-        def relative(audio, spans=spans, reference=reference):
-            return relative_level_db(audio, 16_000, spans, reference)
-
         # What a perfect negative prompt measures: the world's own sound of the clip, and of
         # the same clip with the target drawn but not heard, as the engine would deliver them.
         # The output stage levels both, so leaving a class out raises what remains.
-        without = generate_clip(clip.seed, EVAL_SYNC, classes=drawn[clip.seed], cuts=False,
-                                unheard=(target,))
-        world_db = span_energy_db(world[clip.seed], 16_000, spans)
-        perfect = model.delivered(without.audio)
-        perfect_db = span_energy_db(perfect, 16_000, spans)
-        records.append({
-            "seed": clip.seed, "target": target, "negative_prompt": target_text,
-            "prompt": prompt, "energy_db": plain_db, "energy_with_negative_db": negated_db,
-            "reduction_db": plain_db - negated_db,
-            "reseed_difference_db": plain_db - span_energy_db(b, 16_000, spans),
-            "unrelated_negative_prompt": other,
-            "unrelated_reduction_db": plain_db - span_energy_db(d, 16_000, spans),
-            "world_audio_energy_db": world_db,
-            "world_audio_reduction_db": world_db - perfect_db,
-            "relative_db": relative(a),
-            "relative_reduction_db": relative(a) - relative(c),
-            "reseed_relative_difference_db": relative(a) - relative(b),
-            "unrelated_relative_reduction_db": relative(a) - relative(d),
-            "world_audio_relative_db": relative(world[clip.seed]),
-            "world_audio_relative_reduction_db": relative(world[clip.seed]) - relative(perfect),
-        })
+        perfect = model.delivered(generate_clip(clip.seed, EVAL_SYNC, classes=drawn[clip.seed],
+                                                cuts=False, unheard=(target,)).audio)
+        spans = _class_spans(clip, target)
+        # The same measured against where the clip's other class sounds: no levelling moves it.
+        reference = _class_spans(clip, next(k for k in drawn[clip.seed] if k != target))
+        record = {"seed": clip.seed, "target": target, "negative_prompt": target_text,
+                  "prompt": prompt, "unrelated_negative_prompt": other}
+        for prefix, level in (("", partial(span_energy_db, rate=16_000, spans=spans)),
+                              ("relative_", partial(relative_level_db, rate=16_000, spans=spans,
+                                                    reference=reference))):
+            record |= {f"{prefix}{key}": value for key, value in _negation_levels(
+                level(a), level(b), level(c), level(d), level(world[clip.seed]), level(perfect)
+            ).items()}
+        records.append(record)
+    return {"clips": len(seeds), **_negative_summary(records, ""),
+            "relative": _negative_summary(records, "relative_"), "per_case": records}
 
+
+def _negation_levels(plain: float, reseeded: float, negated: float, unrelated: float,
+                     world: float, perfect: float) -> dict[str, float]:
+    """One negative-section case as one measure (dB) sees it: the generated clip with no negative
+    prompt, another seed of it, with the class named, with an absent class named; the world's
+    own sound, and without the class."""
+    return {"energy_db": plain, "energy_with_negative_db": negated,
+            "reduction_db": plain - negated, "reseed_difference_db": plain - reseeded,
+            "unrelated_reduction_db": plain - unrelated,
+            "world_audio_energy_db": world, "world_audio_reduction_db": world - perfect}
+
+
+def _negative_summary(records: list[dict], prefix: str) -> dict[str, float]:
     def mean(key, kind=None):
-        rows = [r[key] for r in records if kind is None or
+        rows = [r[prefix + key] for r in records if kind is None or
                 (r["target"] in NEGATIVE_AMBIENCES) == (kind == "ambience")]
         return float(np.mean(rows)) if rows else 0.0
 
-    return {"clips": len(seeds), "mean_reduction_db": mean("reduction_db"),
+    return {"mean_reduction_db": mean("reduction_db"),
             "mean_reduction_ambience_db": mean("reduction_db", "ambience"),
             "mean_reduction_event_db": mean("reduction_db", "event"),
-            "baseline_reseed_mean_abs_db": float(np.mean([abs(r["reseed_difference_db"])
-                                                          for r in records])) if records else 0.0,
+            "baseline_reseed_mean_abs_db": float(np.mean([
+                abs(r[prefix + "reseed_difference_db"]) for r in records])) if records else 0.0,
             "baseline_unrelated_negative_db": mean("unrelated_reduction_db"),
             "baseline_unrelated_negative_ambience_db": mean("unrelated_reduction_db", "ambience"),
             "baseline_unrelated_negative_event_db": mean("unrelated_reduction_db", "event"),
             "ceiling_world_audio_ambience_db": mean("world_audio_reduction_db", "ambience"),
-            "ceiling_world_audio_event_db": mean("world_audio_reduction_db", "event"),
-            "relative": {
-                "mean_reduction_ambience_db": mean("relative_reduction_db", "ambience"),
-                "mean_reduction_event_db": mean("relative_reduction_db", "event"),
-                "baseline_reseed_mean_abs_db": float(np.mean([
-                    abs(r["reseed_relative_difference_db"]) for r in records])) if records else 0.0,
-                "baseline_unrelated_negative_ambience_db": mean("unrelated_relative_reduction_db",
-                                                                "ambience"),
-                "baseline_unrelated_negative_event_db": mean("unrelated_relative_reduction_db",
-                                                             "event"),
-                "ceiling_world_audio_ambience_db": mean("world_audio_relative_reduction_db",
-                                                        "ambience"),
-                "ceiling_world_audio_event_db": mean("world_audio_relative_reduction_db", "event"),
-            },
-            "per_case": records}
+            "ceiling_world_audio_event_db": mean("world_audio_reduction_db", "event")}
 
 
 def _seed_range(text: str) -> list[int]:
