@@ -87,3 +87,21 @@ def test_old_reports_without_counts_are_refused_with_what_to_do():
     old = {"sync": {"summary": {"model": {"f1": 0.5}}, "per_clip": [{"seed": 1, "f1": 0.5}]}}
     with pytest.raises(ReportMismatch, match="evaluate it again"):
         compare_reports(old, old)
+
+
+def test_negative_prompts_compare_in_both_measures_when_both_reports_have_them():
+    def relative(section, by):
+        for case in section["per_case"]:
+            case |= {"relative_reduction_db": case["reduction_db"] + by,
+                     "relative_unrelated_reduction_db": 0.0}
+        return section
+
+    old = {"negative": negative_section([("rain", 3.0), ("door_slam", 1.0)] * 4)}
+    a = {"negative": relative(negative_section([("rain", 3.0), ("door_slam", 1.0)] * 4), 0.0)}
+    b = {"negative": relative(negative_section([("rain", 3.0), ("door_slam", 1.0)] * 4), 5.0)}
+    out = compare_reports(a, b)["negative"]["ambience"]
+    assert out["difference_db"] == 0.0
+    assert out["relative_difference_db"] == pytest.approx(5.0)
+    assert out["relative_difference_95_interval"] == (pytest.approx(5.0), pytest.approx(5.0))
+    # A report from before the relative measure still compares in the one both have.
+    assert "relative_difference_db" not in compare_reports(old, b)["negative"]["event"]

@@ -9,7 +9,8 @@ themselves and they are shared:
 - adherence: the clips only one of the two gets right (all classes and within the family),
   with the exact two-sided sign-test p-value of those discordant clips;
 - negative: the mean specific reduction (naming the class minus naming an absent one) for
-  ambiences and events, with a paired bootstrap interval.
+  ambiences and events, with a paired bootstrap interval; the same for the measure relative to
+  the clip's other class when both reports have it.
 """
 
 from __future__ import annotations
@@ -71,10 +72,11 @@ def compare_adherence(a: dict, b: dict) -> dict:
     return out
 
 
-def _specific_db(negative: dict, rows: list[int]) -> np.ndarray:
-    """Per case: the reduction naming the class, less that naming an absent one."""
-    return np.array([negative["per_case"][i]["reduction_db"]
-                     - negative["per_case"][i]["unrelated_reduction_db"] for i in rows])
+def _specific_db(negative: dict, rows: list[int], measure: str = "") -> np.ndarray:
+    """Per case: the reduction naming the class, less that naming an absent one (`measure`
+    "relative_": measured against the clip's other class)."""
+    return np.array([negative["per_case"][i][f"{measure}reduction_db"]
+                     - negative["per_case"][i][f"{measure}unrelated_reduction_db"] for i in rows])
 
 
 def compare_negative(a: dict, b: dict) -> dict:
@@ -85,11 +87,16 @@ def compare_negative(a: dict, b: dict) -> dict:
                 if (r["target"] in NEGATIVE_AMBIENCES) == (kind == "ambience")]
         if not rows:
             continue
-        sa, sb = (_specific_db(report, rows) for report in (a, b))
-        paired = paired_mean_difference(sa, sb)
-        out[kind] = {"specific_db_a": float(sa.mean()), "specific_db_b": float(sb.mean()),
-                     "difference_db": paired["difference"],
-                     "difference_95_interval": paired["interval"]}
+        out[kind] = {}
+        measures = ("", "relative_") if all(
+            "relative_reduction_db" in r for r in a["per_case"] + b["per_case"]) else ("",)
+        for measure in measures:
+            sa, sb = (_specific_db(report, rows, measure) for report in (a, b))
+            paired = paired_mean_difference(sa, sb)
+            out[kind] |= {f"{measure}specific_db_a": float(sa.mean()),
+                          f"{measure}specific_db_b": float(sb.mean()),
+                          f"{measure}difference_db": paired["difference"],
+                          f"{measure}difference_95_interval": paired["interval"]}
     return out
 
 
