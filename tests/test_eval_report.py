@@ -189,3 +189,9 @@ def test_negative_section_measures_what_a_perfect_negative_prompt_would(untraine
     relative = negative["relative"]
     assert relative["ceiling_world_audio_event_db"] > negative["ceiling_world_audio_event_db"] + 5
     assert relative["ceiling_world_audio_ambience_db"] > 6.0
+    # Every case is also measured with no prompt, in both measures.
+    for case in cases:
+        for measure in ("", "relative_"):
+            assert np.isfinite(case[f"{measure}unprompted_reduction_db"])
+    assert negative["unprompted_mean_reduction_ambience_db"] == pytest.approx(np.mean(
+        [c["unprompted_reduction_db"] for c in cases if c["target"] in NEGATIVE_AMBIENCES]))

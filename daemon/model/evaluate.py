@@ -32,14 +32,17 @@ Sections (metrics are the pure functions of daemon.model.world.metrics):
   caption replaced by the empty text, and both. A network that ignores a condition loses
   nothing when it is taken away.
 - negative: clips with an event source and an ambience; generated with and without the
-  ambience (or the event) named in the negative prompt; the energy where that class sounds
-  (between events for an ambience, 300 ms after each event for an event), in dB. Baselines:
-  the same measurement between two seeds with no negative prompt, and with a negative prompt
-  naming a class of the same kind that is not in the clip (what any negative prompt does).
-  Ceiling: what a perfect negative prompt would measure, the world's own sound of the clip
-  against the same clip with the class drawn but not heard, both through the codec and the
-  output stage. The output stage levels what remains back up, so even perfect removal of an
-  event measures a few dB only: an event's spans then hold the ambience, raised.
+  ambience (or the event) named in the negative prompt, the prompt naming the other class; the
+  energy where that class sounds (between events for an ambience, 300 ms after each event for
+  an event), in dB, and the same relative to where the other class sounds (which no levelling
+  moves). The same with no prompt at all ("unprompted"): naming only the other class already
+  turns the target down before any negative prompt does. Baselines: the same measurement
+  between two seeds with no negative prompt, and with a negative prompt naming a class of the
+  same kind that is not in the clip (what any negative prompt does). Ceiling: what a perfect
+  negative prompt would measure, the world's own sound of the clip against the same clip with
+  the class drawn but not heard, both through the codec and the output stage. The output stage
+  levels what remains back up, so even perfect removal of an event measures a few dB only: an
+  event's spans then hold the ambience, raised.
 """
 
 from __future__ import annotations
@@ -386,10 +389,14 @@ def evaluate_negative(model: ModelUnderTest, seeds: list[int], settings: EvalSet
     reseeded = model.generate(pictures, prompts, None, settings, seed=settings.seed + 1)
     negated = model.generate(pictures, prompts, [c[2] for c in cases], settings)
     unrelated = model.generate(pictures, prompts, [c[4] for c in cases], settings)
+    # With no prompt: naming only the other class already tells the network that it is the
+    # sound, which turns the target down before any negative prompt does.
+    bare = model.generate(pictures, [""] * len(cases), None, settings)
+    bare_negated = model.generate(pictures, [""] * len(cases), [c[2] for c in cases], settings)
     world = {clip.seed: model.delivered(clip.audio) for clip, *_ in cases}
     records = []
-    for (clip, target, target_text, prompt, other), a, b, c, d in zip(
-            cases, plain, reseeded, negated, unrelated, strict=True):
+    for (clip, target, target_text, prompt, other), *generated in zip(
+            cases, plain, reseeded, negated, unrelated, bare, bare_negated, strict=True):
         # What a perfect negative prompt measures: the world's own sound of the clip, and of
         # the same clip with the target drawn but not heard, as the engine would deliver them.
         # The output stage levels both, so leaving a class out raises what remains.
@@ -404,21 +411,22 @@ def evaluate_negative(model: ModelUnderTest, seeds: list[int], settings: EvalSet
                               ("relative_", partial(relative_level_db, rate=16_000, spans=spans,
                                                     reference=reference))):
             record |= {f"{prefix}{key}": value for key, value in _negation_levels(
-                level(a), level(b), level(c), level(d), level(world[clip.seed]), level(perfect)
-            ).items()}
+                *(level(x) for x in generated), level(world[clip.seed]), level(perfect)).items()}
         records.append(record)
     return {"clips": len(seeds), **_negative_summary(records, ""),
             "relative": _negative_summary(records, "relative_"), "per_case": records}
 
 
 def _negation_levels(plain: float, reseeded: float, negated: float, unrelated: float,
-                     world: float, perfect: float) -> dict[str, float]:
+                     bare: float, bare_negated: float, world: float, perfect: float
+                     ) -> dict[str, float]:
     """One negative-section case as one measure (dB) sees it: the generated clip with no negative
-    prompt, another seed of it, with the class named, with an absent class named; the world's
-    own sound, and without the class."""
+    prompt, another seed of it, with the class named, with an absent class named; with no
+    prompt, without and with the class named; the world's own sound, and without the class."""
     return {"energy_db": plain, "energy_with_negative_db": negated,
             "reduction_db": plain - negated, "reseed_difference_db": plain - reseeded,
             "unrelated_reduction_db": plain - unrelated,
+            "unprompted_energy_db": bare, "unprompted_reduction_db": bare - bare_negated,
             "world_audio_energy_db": world, "world_audio_reduction_db": world - perfect}
 
 
@@ -436,6 +444,8 @@ def _negative_summary(records: list[dict], prefix: str) -> dict[str, float]:
             "baseline_unrelated_negative_db": mean("unrelated_reduction_db"),
             "baseline_unrelated_negative_ambience_db": mean("unrelated_reduction_db", "ambience"),
             "baseline_unrelated_negative_event_db": mean("unrelated_reduction_db", "event"),
+            "unprompted_mean_reduction_ambience_db": mean("unprompted_reduction_db", "ambience"),
+            "unprompted_mean_reduction_event_db": mean("unprompted_reduction_db", "event"),
             "ceiling_world_audio_ambience_db": mean("world_audio_reduction_db", "ambience"),
             "ceiling_world_audio_event_db": mean("world_audio_reduction_db", "event")}
 
@@ -550,6 +560,8 @@ def _headline(report: dict) -> dict:
                                              "baseline_unrelated_negative_ambience_db",
                                              "baseline_unrelated_negative_event_db",
                                              "baseline_reseed_mean_abs_db",
+                                             "unprompted_mean_reduction_ambience_db",
+                                             "unprompted_mean_reduction_event_db",
                                              "ceiling_world_audio_ambience_db",
                                              "ceiling_world_audio_event_db", "relative")}
     if "conditioning" in report:
