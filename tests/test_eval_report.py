@@ -193,5 +193,6 @@ def test_negative_section_measures_what_a_perfect_negative_prompt_would(untraine
     for case in cases:
         for measure in ("", "relative_"):
             assert np.isfinite(case[f"{measure}unprompted_reduction_db"])
+            assert np.isfinite(case[f"{measure}unprompted_unrelated_reduction_db"])
     assert negative["unprompted_mean_reduction_ambience_db"] == pytest.approx(np.mean(
         [c["unprompted_reduction_db"] for c in cases if c["target"] in NEGATIVE_AMBIENCES]))

@@ -393,10 +393,12 @@ def evaluate_negative(model: ModelUnderTest, seeds: list[int], settings: EvalSet
     # sound, which turns the target down before any negative prompt does.
     bare = model.generate(pictures, [""] * len(cases), None, settings)
     bare_negated = model.generate(pictures, [""] * len(cases), [c[2] for c in cases], settings)
+    bare_unrelated = model.generate(pictures, [""] * len(cases), [c[4] for c in cases], settings)
     world = {clip.seed: model.delivered(clip.audio) for clip, *_ in cases}
     records = []
     for (clip, target, target_text, prompt, other), *generated in zip(
-            cases, plain, reseeded, negated, unrelated, bare, bare_negated, strict=True):
+            cases, plain, reseeded, negated, unrelated, bare, bare_negated, bare_unrelated,
+            strict=True):
         # What a perfect negative prompt measures: the world's own sound of the clip, and of
         # the same clip with the target drawn but not heard, as the engine would deliver them.
         # The output stage levels both, so leaving a class out raises what remains.
@@ -418,15 +420,16 @@ def evaluate_negative(model: ModelUnderTest, seeds: list[int], settings: EvalSet
 
 
 def _negation_levels(plain: float, reseeded: float, negated: float, unrelated: float,
-                     bare: float, bare_negated: float, world: float, perfect: float
-                     ) -> dict[str, float]:
+                     bare: float, bare_negated: float, bare_unrelated: float, world: float,
+                     perfect: float) -> dict[str, float]:
     """One negative-section case as one measure (dB) sees it: the generated clip with no negative
-    prompt, another seed of it, with the class named, with an absent class named; with no
-    prompt, without and with the class named; the world's own sound, and without the class."""
+    prompt, another seed of it, with the class named, with an absent class named; the same
+    three with no prompt; the world's own sound, and without the class."""
     return {"energy_db": plain, "energy_with_negative_db": negated,
             "reduction_db": plain - negated, "reseed_difference_db": plain - reseeded,
             "unrelated_reduction_db": plain - unrelated,
             "unprompted_energy_db": bare, "unprompted_reduction_db": bare - bare_negated,
+            "unprompted_unrelated_reduction_db": bare - bare_unrelated,
             "world_audio_energy_db": world, "world_audio_reduction_db": world - perfect}
 
 
@@ -446,6 +449,10 @@ def _negative_summary(records: list[dict], prefix: str) -> dict[str, float]:
             "baseline_unrelated_negative_event_db": mean("unrelated_reduction_db", "event"),
             "unprompted_mean_reduction_ambience_db": mean("unprompted_reduction_db", "ambience"),
             "unprompted_mean_reduction_event_db": mean("unprompted_reduction_db", "event"),
+            "unprompted_baseline_unrelated_negative_ambience_db": mean(
+                "unprompted_unrelated_reduction_db", "ambience"),
+            "unprompted_baseline_unrelated_negative_event_db": mean(
+                "unprompted_unrelated_reduction_db", "event"),
             "ceiling_world_audio_ambience_db": mean("world_audio_reduction_db", "ambience"),
             "ceiling_world_audio_event_db": mean("world_audio_reduction_db", "event")}
 
@@ -562,6 +569,8 @@ def _headline(report: dict) -> dict:
                                              "baseline_reseed_mean_abs_db",
                                              "unprompted_mean_reduction_ambience_db",
                                              "unprompted_mean_reduction_event_db",
+                                             "unprompted_baseline_unrelated_negative_ambience_db",
+                                             "unprompted_baseline_unrelated_negative_event_db",
                                              "ceiling_world_audio_ambience_db",
                                              "ceiling_world_audio_event_db", "relative")}
     if "conditioning" in report:
