@@ -134,13 +134,16 @@ class ModelUnderTest:
         """`audio` (16 kHz) after the codec alone: log-mel, then Griffin-Lim."""
         return self.codec.decode(self.codec.encode(torch.from_numpy(audio)[None]))[0].numpy()
 
-    def delivered(self, audio: np.ndarray) -> np.ndarray:
-        """`audio` (16 kHz) as the engine would deliver it had the network generated its exact
-        latents: through the codec, then levelled by the output stage."""
+    def levelled(self, audio: np.ndarray) -> np.ndarray:
+        """`audio` (16 kHz) levelled as the engine's output stage levels it."""
         from daemon.model.engine import OutputSettings, normalise_loudness
 
-        return normalise_loudness(self.through_codec(audio), self.codec.sample_rate,
-                                  OutputSettings())[0]
+        return normalise_loudness(audio, self.codec.sample_rate, OutputSettings())[0]
+
+    def delivered(self, audio: np.ndarray) -> np.ndarray:
+        """`audio` (16 kHz) as the engine would deliver it had the network generated its exact
+        latents: through the codec, then levelled."""
+        return self.levelled(self.through_codec(audio))
 
     def picture(self, clip) -> tuple[torch.Tensor, torch.Tensor]:
         # What the engine sees comes out of a video file: give the model compressed frames.
@@ -155,7 +158,6 @@ class ModelUnderTest:
         `negatives` is given), in batches of `settings.batch`, levelled as the engine's output
         stage levels it: a prompt that only moves the overall level changes nothing an editor
         hears, so it must change nothing measured."""
-        from daemon.model.engine import OutputSettings, normalise_loudness
         from daemon.model.windows import generate_latents
 
         out = []
@@ -176,8 +178,7 @@ class ModelUnderTest:
                                        seed=settings.seed if seed is None else seed,
                                        prompted=prompted, guidance=settings.guidance(),
                                        renoise=settings.renoise)
-            out += [normalise_loudness(a, self.codec.sample_rate, OutputSettings())[0]
-                    for a in self.codec.decode(latents).numpy()]
+            out += [self.levelled(a) for a in self.codec.decode(latents).numpy()]
         return out
 
 
