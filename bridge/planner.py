@@ -417,10 +417,12 @@ def _subtract(intervals, taken):
 
 
 def timeline_rate(timeline: otio.schema.Timeline) -> float:
-    """The timeline's frame rate: its start time's rate, else the first video clip's rate."""
+    """The timeline's frame rate: its start time's rate, else the first video clip's rate
+    (an audio clip's only when there is no video: its rate is often the sample rate)."""
     if timeline.global_start_time is not None:
         return timeline.global_start_time.rate
-    for clip in timeline.find_clips():
+    video = [clip for track in timeline.video_tracks() for clip in track.find_clips()]
+    for clip in video or timeline.find_clips():
         if clip.source_range is not None:
             return clip.source_range.duration.rate
         if clip.available_range() is not None:

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 EXIT_SOME_FAILED = 2
-_OUT_ADAPTERS = {".otio": "otio_json", ".otioz": "otioz", ".xml": "fcp_xml", ".edl": "cmx_3600"}
+_OUT_ADAPTERS = {".otio": "otio_json", ".otioz": "otioz", ".xml": "fcp_xml"}
 
 
 def _fail(message: str) -> int:
@@ -93,8 +93,13 @@ def cmd_timeline(args) -> int:
     if args.takes < 1:
         return _fail("--takes must be at least 1")
     suffix = args.out.suffix.lower()
+    if suffix == ".edl":
+        return _fail(
+            f"cannot write {args.out.name}: an EDL holds one picture track, so the new audio "
+            "track would be lost; use .otio (or .otioz, .xml)"
+        )
     if suffix not in _OUT_ADAPTERS:
-        return _fail(f"cannot write {args.out.name}: use .otio (or .otioz, .xml, .edl)")
+        return _fail(f"cannot write {args.out.name}: use .otio (or .otioz, .xml)")
     try:
         original = read_timeline(args.input, edl_rate=args.edl_rate)
         sent = absolute_media(original, args.input.resolve().parent)
@@ -122,7 +127,7 @@ def cmd_timeline(args) -> int:
     body = result.body
     merged = merge_generated_tracks(original, otio.adapters.read_from_string(body["otio"]))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    otio.adapters.write_to_file(merged, str(args.out), adapter_name=_OUT_ADAPTERS[suffix])
+    _write_timeline(merged, args.out, plan.rate_value, args.input.resolve().parent)
     if args.placements is not None:
         args.placements.write_text(json.dumps(
             {"rate": body["rate"], "placements": body["placements"], "failed": body["failed"]},
@@ -130,6 +135,37 @@ def cmd_timeline(args) -> int:
         ))
     _summary(plan, body, progress.done, args.out, media_dir)
     return EXIT_SOME_FAILED if body["failed"] else 0
+
+
+def _write_timeline(timeline, out: Path, rate: float, base_dir: Path) -> None:
+    import opentimelineio as otio
+    from opentimelineio.adapters.file_bundle_utils import MediaReferencePolicy
+
+    from bridge.timeline_output import is_generated_track
+
+    suffix = out.suffix.lower()
+    kwargs = {}
+    if suffix == ".xml":
+        # FCP XML writes a file's start as a timecode, which a range in 48 kHz samples cannot
+        # be: the WAVs' ranges go in timeline frames, as --resolve writes them.
+        timeline = timeline.deepcopy()
+        for track in timeline.tracks:
+            if not is_generated_track(track):
+                continue
+            for clip in track.find_clips():
+                for ref in clip.media_references().values():
+                    r = ref.available_range
+                    if r is not None:
+                        ref.available_range = otio.opentime.TimeRange(
+                            r.start_time.rescaled_to(rate), r.duration.rescaled_to(rate)
+                        )
+    elif suffix == ".otioz":
+        # The bundle copies the media in: relative paths are the timeline file's, offline
+        # clips stay offline, and it is written anew like the other formats.
+        timeline = absolute_media(timeline, base_dir)
+        kwargs["media_policy"] = MediaReferencePolicy.MissingIfNotFile
+        out.unlink(missing_ok=True)
+    otio.adapters.write_to_file(timeline, str(out), adapter_name=_OUT_ADAPTERS[suffix], **kwargs)
 
 
 class _Progress:

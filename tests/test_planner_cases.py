@@ -286,6 +286,14 @@ def test_ntsc_rates_are_exact():
     assert exact_rate(25.0) == 25
 
 
+def test_rate_comes_from_the_picture_when_an_audio_track_is_listed_first():
+    sound = track(clip("dialogue", 0, 96_000, rate=48_000, avail=(0, 480_000)),
+                  kind=otio.schema.TrackKind.Audio)
+    tl = timeline(sound, track(clip("A", 0, 48, rate=25, avail=(0, 500))), rate=None)
+    assert tl.global_start_time is None
+    assert plan_timeline(tl).rate == 25
+
+
 def test_sample_counts_follow_the_exact_rate():
     # 1001 frames at 23.976 last exactly 41.7417 s = 2_003_602 samples at 48 kHz (not 2_002_000).
     tl = timeline(track(clip("A", 0, 1001, rate=NTSC24, avail=(0, 5000))), rate=NTSC24)

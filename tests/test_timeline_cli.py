@@ -98,3 +98,33 @@ def test_generate_command(endpoint, project, capsys):
                "-o", out) == 0
     assert sf.info(out).frames == 12000
     capsys.readouterr()
+
+
+@pytest.mark.parametrize("ext, adapter", [(".xml", "fcp_xml"), (".otioz", None)])
+def test_timeline_command_writes_other_formats_with_the_sound(
+    endpoint, project, capsys, monkeypatch, tmp_path_factory, ext, adapter
+):
+    # FCP XML cannot write 48 kHz sample counts as a file's timecode, and an .otioz bundle takes
+    # relative paths from the timeline's folder (not the working one) and keeps offline clips
+    # offline; both are written again on a re-run, like .otio.
+    monkeypatch.chdir(tmp_path_factory.mktemp("elsewhere"))
+    out = project / f"edit_v2a{ext}"
+    for _ in range(2):
+        rc = v2a(endpoint, "timeline", project / "edit.otio", "-o", out,
+                 "--media-dir", project / "wavs", "--steps", "1")
+        assert rc == 2, capsys.readouterr().err  # the offline clip, as with .otio
+    back = otio.adapters.read_from_file(str(out), **({"adapter_name": adapter} if adapter else {}))
+    video = [c for c in back.video_tracks()[0].find_clips() if c.name in ("A", "B")]
+    (audio,) = back.audio_tracks()
+    sound = list(audio.find_clips())
+    assert [c.name for c in sound] == ["A", "B"]
+    for a, v in zip(sound, video, strict=True):
+        assert a.trimmed_range_in_parent() == v.trimmed_range_in_parent()
+
+
+def test_timeline_command_refuses_an_edl_output_before_generating(endpoint, project, capsys):
+    # An EDL holds one picture track: the generated audio track would be dropped silently.
+    assert v2a(endpoint, "timeline", project / "edit.otio", "-o", project / "out.edl",
+               "--media-dir", project / "wavs") == 1
+    assert "EDL" in capsys.readouterr().err and not (project / "out.edl").exists()
+    assert not (project / "wavs").exists()
