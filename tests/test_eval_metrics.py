@@ -7,6 +7,7 @@ import pytest
 
 from daemon.model.world.metrics import (
     av_align,
+    beat_regularity,
     detect_onsets,
     matched_references,
     motion_peaks,
@@ -176,3 +177,15 @@ def test_paired_mean_difference_on_shared_cases():
     assert mixed["interval"][0] <= mixed["difference"] <= mixed["interval"][1]
     with pytest.raises(ValueError, match="one value per shared case"):
         paired_mean_difference(a, a[:-1])
+
+
+def test_beat_regularity_tells_a_steady_beat_from_scattered_attacks():
+    steady = clicks(np.arange(0.1, 7.9, 0.25), duration=8.0, noise=0.01)
+    rng = np.random.default_rng(3)
+    scattered = clicks(np.sort(rng.uniform(0.1, 7.9, 32)), duration=8.0, noise=0.01)
+    assert beat_regularity(steady, RATE) > 0.8
+    assert beat_regularity(scattered, RATE) < 0.4
+    # A beat slower than the longest period asked about is not seen as one.
+    assert beat_regularity(clicks(np.arange(0.1, 7.9, 1.5), duration=8.0, noise=0.01), RATE) < 0.4
+    assert beat_regularity(np.zeros(8 * RATE, np.float32), RATE) == 0.0
+    assert beat_regularity(np.zeros(100, np.float32), RATE) == 0.0  # shorter than a period

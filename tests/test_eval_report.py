@@ -142,6 +142,16 @@ def test_adherence_report_and_a_comparison_of_it(untrained_weights, tmp_path):
     # Right over all classes is right within the family too.
     assert section["accuracy"] <= section["accuracy_within_family"]
     assert set(section["family_heard_by_family"]) == set(FAMILIES)
+    heard = section["heard_as_by_prompted"]
+    assert sum(sum(row.values()) for row in heard.values()) == len(section["per_clip"])
+    assert sum(row.get(prompted, 0) for prompted, row in heard.items()) == round(
+        section["accuracy"] * len(section["per_clip"]))
+    # The music case: the world's own bed keeps a beat; the untrained network's noise does not.
+    (music,) = [r for r in section["per_clip"] if r["family"] == "music"]
+    regularity = section["beat_regularity_by_mood"][music["prompted"]]
+    assert regularity["model"] == music["beat_regularity"]
+    if music["prompted"] != "music_calm":  # a calm pad has no beat to keep
+        assert regularity["world"] > 0.5 > regularity["model"]
     assert section["classifier_accuracy_on_codec_world_audio"] >= 2 / 3
     same = compare_reports(report, report)["adherence"]
     assert same["within_family"]["only_a_right"] == same["within_family"]["only_b_right"] == 0

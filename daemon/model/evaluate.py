@@ -25,7 +25,10 @@ Sections (metrics are the pure functions of daemon.model.world.metrics):
   classifier (weights beside the model) says what the generated audio is. Accuracy of
   "classified == prompted", over all 21 classes and within the family; baseline: the same
   clips with an empty prompt. How far the judge can be trusted: its accuracy on the clips'
-  own audio after the codec, and over near silence (generated audio may have no hiss).
+  own audio after the codec, and over near silence (generated audio may have no hiss). What
+  the judge names for each prompted class, and for music how regularly the generated attacks
+  repeat against the world's own bed of the prompted mood (`metrics.beat_regularity`): a beat
+  the network does not keep is heard as scattered knocks.
 - conditioning: how much the network uses what it is given, measured without sampling: the
   flow-matching loss on held-out clips (every one captioned) at fixed times t with fixed noise,
   given the real picture and caption, the picture replaced by the learned empty features, the
@@ -73,6 +76,7 @@ from daemon.model.world.captions import CLASSES
 from daemon.model.world.dataset import HELD_OUT_SEEDS
 from daemon.model.world.metrics import (
     av_align,
+    beat_regularity,
     detect_onsets,
     matched_references,
     motion_peaks,
@@ -282,6 +286,11 @@ def evaluate_adherence(model: ModelUnderTest, classifier, seeds: list[int],
                         "prompted": prompted, "prompt": text, "classified": label,
                         "classified_in_family": in_family, "unprompted_classified": bare_label,
                         "unprompted_in_family": bare_in_family})
+        if family == "music":
+            world = model.delivered(adherence_clip(seed, prompted, QUIET_FLOOR).audio)
+            records[-1].update({"beat_regularity": beat_regularity(audio, 16_000),
+                                "unprompted_beat_regularity": beat_regularity(bare, 16_000),
+                                "world_beat_regularity": beat_regularity(world, 16_000)})
 
     def rate(key, field="prompted"):
         return float(np.mean([r[key] == r[field] for r in records])) if records else 0.0
@@ -301,11 +310,34 @@ def evaluate_adherence(model: ModelUnderTest, classifier, seeds: list[int],
             "accuracy_within_family": rate("classified_in_family"),
             "within_family_by_family": by_family,
             "family_heard_by_family": family_heard,
+            "heard_as_by_prompted": heard_as_by_prompted(records),
+            "beat_regularity_by_mood": beat_regularity_by_mood(records),
             "baseline_empty_prompt_accuracy": rate("unprompted_classified"),
             "baseline_empty_prompt_within_family": rate("unprompted_in_family"),
             "chance_within_family": float(np.mean([1 / len(FAMILIES[r["family"]])
                                                    for r in records])) if records else 0.0,
             "per_clip": records}
+
+
+def heard_as_by_prompted(records: list[dict]) -> dict[str, dict[str, int]]:
+    """What the judge named, counted for each prompted class (over all classes): where the
+    prompt is lost, and to what (upbeat music heard as stone impacts, glass as clicks)."""
+    table: dict[str, dict[str, int]] = {}
+    for r in sorted(records, key=lambda r: (r["prompted"], r["classified"])):
+        heard = table.setdefault(r["prompted"], {})
+        heard[r["classified"]] = heard.get(r["classified"], 0) + 1
+    return table
+
+
+def beat_regularity_by_mood(records: list[dict]) -> dict[str, dict[str, float]]:
+    """Mean beat regularity of the music cases by prompted mood: generated, generated with an
+    empty prompt, and the world's own bed of that mood (after the codec, levelled)."""
+    columns = {"model": "beat_regularity", "empty_prompt": "unprompted_beat_regularity",
+               "world": "world_beat_regularity"}
+    moods = sorted({r["prompted"] for r in records if "beat_regularity" in r})
+    return {mood: {name: float(np.mean([r[key] for r in records if r["prompted"] == mood]))
+                   for name, key in columns.items()}
+            for mood in moods}
 
 
 CONDITIONING_TIMES = (0.02, 0.1, 0.3, 0.5, 0.7, 0.9)

@@ -260,3 +260,18 @@ def relative_level_db(audio: np.ndarray, rate: int, spans: Sequence[tuple[float,
     """Level of `audio` inside `spans` over its level inside `reference`, in dB: what no gain
     applied to the whole of `audio` (the output stage's levelling) changes."""
     return span_energy_db(audio, rate, spans) - span_energy_db(audio, rate, reference)
+
+
+def beat_regularity(audio: np.ndarray, rate: int, periods: tuple[float, float] = (0.2, 0.8)) -> float:
+    """How regularly attacks repeat: the highest normalised autocorrelation of the onset
+    envelope (`onset_envelope`, mean removed) at a lag between `periods` seconds. A steady beat
+    of plucks or pulses reads near 1, attacks scattered in time near 0 (0 for silence or a
+    sound without attacks)."""
+    audio = np.asarray(audio, dtype=np.float32).reshape(-1)
+    flux = onset_envelope(audio, rate) if audio.size else np.zeros(0)
+    flux = flux - flux.mean() if flux.size else flux
+    lo, hi = (int(round(p / ONSET_HOP_S)) for p in periods)
+    energy = float(np.dot(flux, flux))
+    if hi >= len(flux) or energy <= 1e-12:
+        return 0.0
+    return max(float(np.dot(flux[:-lag], flux[lag:])) / energy for lag in range(lo, hi + 1))
