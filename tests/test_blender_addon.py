@@ -827,3 +827,75 @@ def test_daemon_dying_mid_run_is_reported_and_adds_nothing(edit, movies, addon, 
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def test_daemon_restarted_mid_run_finishes_the_run(edit, movies, addon, tmp_path, monkeypatch):
+    """kill -9 during sampling and a new daemon on the same endpoint: the silence ping is
+    answered by another daemon run, so the add-on sends the job again under the same id instead
+    of waiting for ever on a job nobody runs."""
+    endpoint = _free_endpoint()
+    slow = dict(os.environ, PYTHONPATH=str(REPO), V2A_TONE_STEP_DELAY="0.05")
+    process = subprocess.Popen(_daemon_command(endpoint, tmp_path / "cache"), env=slow, cwd=REPO,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    second = None
+    try:
+        prefs = _prefs()
+        prefs.endpoint, prefs.start_daemon, prefs.answer_timeout = endpoint, False, 20.0
+        runner = _runner(addon)
+        runner.state.daemon = "not checked yet"
+        assert bpy.ops.sequencer.v2a_connect() == {"FINISHED"}
+        _drive(addon, lambda: runner.state.daemon.startswith("connected:") and not runner.busy)
+        edit.sequence_editor.strips.new_movie("Shot", str(movies["ntsc"]), 1, 1)
+        edit.v2a.steps = 200
+        assert bpy.ops.sequencer.v2a_generate() == {"FINISHED"}
+        _drive(addon, lambda: (runner.state.progress or 0) > 0)
+        process.kill()
+        process.wait(timeout=10)
+        fast = dict(slow, V2A_TONE_STEP_DELAY="0")
+        second = subprocess.Popen(_daemon_command(endpoint, tmp_path / "cache"), env=fast,
+                                  cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        monkeypatch.setattr(addon.session, "SILENCE_PING_S", 0.3)
+        _drive(addon, _idle(addon), timeout=60)
+        assert runner.state.message.startswith("Added 1 sound strip"), runner.state.message
+        assert set(_strips(edit, "SOUND")) == {"Shot (V2A)"}
+    finally:
+        for daemon in (process, second):
+            if daemon is not None and daemon.poll() is None:
+                daemon.kill()
+                daemon.wait(timeout=10)
+
+
+def test_sound_does_not_go_onto_a_muted_or_locked_channel(edit, movies, addon, connected):
+    """The lowest free channel above the picture may be one the editor muted (the sound would be
+    silent, and unmuting the strip would not help) or locked: the sound skips such channels."""
+    edit.sequence_editor.strips.new_movie("Shot", str(movies["ntsc"]), 1, 1).frame_final_end = 31
+    channels = edit.sequence_editor.channels
+    channels[2].mute = True
+    channels[3].lock = True
+    assert bpy.ops.sequencer.v2a_generate() == {"FINISHED"}
+    _drive(addon, _idle(addon))
+    (sound,) = _strips(edit, "SOUND").values()
+    assert (sound.frame_final_start, sound.frame_final_end) == (1, 31)
+    assert sound.channel == 4 and not sound.mute
+
+
+def test_a_reversed_meta_strip_is_skipped_with_a_reason(edit, movies, addon, tmp_path):
+    """Reverse Frames on a meta strip (Strip ▸ Video panel) plays everything inside it
+    backwards: its movies must not be read forwards."""
+    strips = edit.sequence_editor.strips
+    meta = strips.new_meta("Group", 2, 1)
+    inner = strips.new_movie("Car", str(movies["ntsc"]), 1, 1)
+    inner.frame_final_end = 31
+    inner.move_to_meta(meta)
+    inner.frame_start = inner.frame_start  # lets Blender recompute the meta's length
+    meta.frame_final_end = 31
+    strips.new_movie("Door", str(movies["ntsc"]), 1, 40).frame_final_end = 70
+    meta.use_reverse_frames = True
+    assert _rendered_movie_frame(edit, 1, tmp_path) == 29  # Blender shows it backwards
+    for selected_only in (False, True):
+        for strip in edit.sequence_editor.strips_all:
+            strip.select = strip.name in ("Car", "Door")
+        clips, skipped = addon.timeline.collect_picture(edit, selected_only=selected_only)
+        assert [c.strip for c in clips] == ["Door"]
+        assert [s.strip for s in skipped] == ["Group"]
+        assert "Reverse Frames" in skipped[0].reason

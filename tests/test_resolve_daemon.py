@@ -313,3 +313,34 @@ def test_a_daemon_killed_mid_job_is_noticed(footage, tmp_path):
             process.kill()
             process.wait(30)
 
+
+
+def test_a_daemon_restarted_mid_job_finishes_the_job(footage, tmp_path):
+    """kill -9 during sampling and a new daemon on the same endpoint: the plugin's liveness ping
+    gets a pong from another daemon instance, so it sends the job again under the same id
+    (the new daemon runs it) instead of waiting for ever on a job nobody runs."""
+    from tests.daemon_harness import start_daemon_process, stop_process
+
+    endpoint = free_tcp_endpoint()
+    first = start_daemon_process(endpoint, tmp_path / "cache", env={"V2A_TONE_STEP_DELAY": "0.2"})
+    second = None
+    try:
+        resolve = FakeResolve()
+        generation = _generation_under_way(resolve, footage, endpoint)
+        first.kill()
+        first.wait(30)
+        second = start_daemon_process(endpoint, tmp_path / "cache")
+        deadline = time.monotonic() + 30
+        while not generation.done and time.monotonic() < deadline:
+            generation.poll(timeout=0.1)
+        assert generation.done, f"no result after the restart; status: {generation.status}"
+        assert generation.report.complete, generation.report.summary()
+        timeline = resolve.GetProjectManager().GetCurrentProject().GetCurrentTimeline()
+        assert [(s, d) for s, d, _ in audio_items(timeline, 2)] == [
+            (86400 + s["record"], s["out"] - s["in"]) for s in SHOTS]
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait(30)
+        if second is not None:
+            stop_process(second)

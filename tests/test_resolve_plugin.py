@@ -345,3 +345,16 @@ def test_a_resolve_without_otio_export_says_to_update(edit):
     resolve.EXPORT_OTIO = None  # Resolve before 18.5 has no OTIO export
     with pytest.raises(ExportFailed, match="18.5"):
         generate_for_timeline(resolve, endpoint=free_endpoint(), on_progress=None)
+
+
+@pytest.mark.parametrize("endpoint", ["127.0.0.1:5755", "tcp://localhost"])
+def test_a_misspelt_endpoint_is_a_clear_message_not_a_traceback(edit, tmp_path, endpoint):
+    resolve, project, timeline = edit
+    settings = tmp_path / "V2A Generate.json"
+    settings.write_text(json.dumps({"endpoint": endpoint, "answer_timeout_s": 0.3}))
+    lines: list[str] = []
+    assert run_from_menu(resolve, fu=None, bmd=None, settings_path=str(settings),
+                         out=lines.append) is None
+    assert f"Cannot talk to the V2A daemon at {endpoint!r}" in lines[-1]
+    assert "tcp://127.0.0.1:5755" in lines[-1]
+    assert timeline.GetTrackCount("audio") == 1

@@ -100,6 +100,9 @@ def assign_channels(editor, placements: list[SoundPlacement]) -> dict[tuple[int,
     """A channel for each lane (track, take): the lowest free channels above the picture, one
     lane after another, so the takes of a track sit on neighbouring channels."""
     busy = _busy(editor)
+    # A muted channel would silence the new sound (unmuting the strip does not help) and a
+    # locked one would not let the editor touch it: neither is free.
+    closed = {n for n, c in enumerate(editor.channels) if c.mute or c.lock}
     picture_top = max(
         (s.channel for s in strips_of(editor) if s.type != "SOUND"), default=0)
     lanes = sorted({p.lane for p in placements})
@@ -109,7 +112,8 @@ def assign_channels(editor, placements: list[SoundPlacement]) -> dict[tuple[int,
         wanted = [(p.frame - p.source_in, p.frame + p.duration)
                   for p in placements if p.lane == lane]
         channel += 1
-        while channel <= MAX_CHANNEL and not _fits(busy.get(channel, []), wanted):
+        while channel <= MAX_CHANNEL and (channel in closed
+                                          or not _fits(busy.get(channel, []), wanted)):
             channel += 1
         if channel > MAX_CHANNEL:
             raise ApplyError(

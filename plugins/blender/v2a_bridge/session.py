@@ -90,6 +90,7 @@ class Runner:
         self._status_deadline = 0.0
         self._cancel_deadline = 0.0
         self._last_heard = 0.0
+        self._instance: str | None = None  # the daemon run that accepted the job
         self.local_daemon: LocalDaemon | None = None
 
     # --- commands (operators call these on the main thread) ----------------------------------
@@ -178,12 +179,21 @@ class Runner:
             self.state.job_id = job_id
             self.state.phase = "running"
             self.state.progress_text = "submitted"
+        elif (self.state.phase == "running" and self._instance is not None
+              and pong.get("instance") and pong["instance"] != self._instance):
+            # The daemon restarted and lost the job: send it again under the same id (the new
+            # run answers from its journal or runs it).
+            self._instance = pong["instance"]
+            if self._submit("generate_timeline", self._job.body,
+                            request_id=self.state.job_id) is not None:
+                self.state.progress_text = "the daemon restarted; sending the job again"
         elif self._job is None:
             self.state.phase = "idle"
 
     def _on_job_event(self, event) -> None:
         body = event.body
         if event.type == "accepted":
+            self._instance = body.get("instance") or self._instance
             position = body.get("position", 0)
             self.state.progress_text = f"queued, {position} ahead" if position else "starting"
         elif event.type == "progress":
@@ -321,8 +331,8 @@ class Runner:
             return
         self._client_key = (connection.endpoint, connection.curve_keys_dir)
 
-    def _submit(self, type_: str, body: dict) -> str | None:
-        request_id = f"blender-{uuid.uuid4().hex}"
+    def _submit(self, type_: str, body: dict, request_id: str | None = None) -> str | None:
+        request_id = request_id or f"blender-{uuid.uuid4().hex}"
         try:
             return self._client.submit(type_, body, request_id=request_id)
         except Exception as exc:
@@ -337,6 +347,7 @@ class Runner:
         self.state.progress_text = ""
         self._job = None
         self._ping_id = None
+        self._instance = None
         redraw_panels()
 
 

@@ -157,7 +157,13 @@ def _walk(container, channels, path, window, muted, chosen, reading: _Reading) -
         end = min(strip.frame_final_end, window[1])
         strip_muted = muted or strip.mute or channels[strip.channel].mute
         strip_chosen = chosen or strip.select
-        if strip.type == "META":
+        if strip.type == "META" and strip.use_reverse_frames and not strip_muted:
+            # Everything inside plays backwards; reported where its contents are in scope.
+            if end > start and (strip_chosen or _selected_inside(strip)):
+                reading.skipped.append(SkippedStrip(
+                    strip.name, "the meta strip plays backwards; turn off its Reverse Frames "
+                    "or render it first"))
+        elif strip.type == "META":
             _walk(strip, strip.channels, layer, (start, end), strip_muted, strip_chosen, reading)
         elif end <= start or strip.type == "SOUND":
             continue
@@ -172,6 +178,10 @@ def _walk(container, channels, path, window, muted, chosen, reading: _Reading) -
                     reading.clips.append(clip)
         elif (strip_chosen and not strip_muted) or (reading.selected_only and strip.select):
             _unread(strip, int(start), int(end), reading)
+
+
+def _selected_inside(meta) -> bool:
+    return any(s.select or (s.type == "META" and _selected_inside(s)) for s in strips_of(meta))
 
 
 def _is_still(strip) -> bool:

@@ -76,6 +76,8 @@ class TimelineGeneration:
         self._ping_id: str | None = None
         self._ping_sent_at = 0.0
         self._cancelling = False
+        self._body: dict | None = None
+        self._instance: str | None = None  # the daemon run that accepted the job
 
     @property
     def done(self) -> bool:
@@ -101,10 +103,17 @@ class TimelineGeneration:
                 self.resolve, self.edit.timeline,
                 os.path.join(scratch, host.safe_file_name(self.edit.name) + ".otio"))
         if self._client is None:
-            self._client = Client(self.settings.endpoint)
+            try:
+                self._client = Client(self.settings.endpoint)
+            except Exception as exc:  # a ZeroMQ address that does not parse
+                raise SettingsInvalid(
+                    f"Cannot talk to the V2A daemon at {self.settings.endpoint!r} ({exc}): set "
+                    "\"endpoint\" in V2A Generate.json to an address like "
+                    "tcp://127.0.0.1:5755.") from None
         body = {"otio": otio_text, "media_dir": os.path.abspath(self.media_dir),
                 **self.settings.request_options()}
         self.request_id = self._client.submit("generate_timeline", body)
+        self._body = body
         self._submitted_at = self._last_heard = time.monotonic()
         self.status = "waiting for the V2A daemon"
         return self.request_id
@@ -122,6 +131,8 @@ class TimelineGeneration:
             if event.id == self._ping_id:
                 self._ping_id = None
                 self._last_heard = now
+                if event.type == "pong":
+                    self._on_pong(event.body)
             if event.id != self.request_id:
                 continue  # the pong, or the reply to our cancel request
             self._last_heard = now
@@ -132,6 +143,20 @@ class TimelineGeneration:
                 return lines
         self._check_daemon_alive(time.monotonic())
         return lines
+
+    def _on_pong(self, pong: dict) -> None:
+        """A pong from another daemon run than the one that accepted the job: the daemon
+        restarted and the job is lost with it, so send it again under the same id (the new run
+        answers from its journal or runs it)."""
+        instance = pong.get("instance")
+        if not instance or self._instance is None or instance == self._instance:
+            return
+        self._instance = instance
+        if self._cancelling:
+            self.close()
+            raise DaemonError("cancelled", "Cancelled (the V2A daemon restarted meanwhile).")
+        self._client.submit("generate_timeline", self._body, request_id=self.request_id)
+        self.status = "the V2A daemon restarted; sending the timeline again"
 
     def _check_daemon_alive(self, now: float) -> None:
         """Silence is not trusted: after `answer_timeout_s` without a word, ask for a pong
@@ -161,6 +186,7 @@ class TimelineGeneration:
 
     def _handle(self, kind: str, body: dict) -> str | None:
         if kind == "accepted":
+            self._instance = body.get("instance") or self._instance
             self.status = "queued"
             return "V2A: the daemon accepted the timeline"
         if kind == "progress":
