@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import zmq
 
-from .wire import PROTOCOL_VERSION, WireError, decode, encode, make_header
+from .wire import PROTOCOL_VERSION, WireError, decode, encode, make_header, validate_header
 
 __all__ = [
     "Client", "Event", "V2AError", "DaemonUnavailable", "DaemonError", "ProtocolMismatch",
@@ -180,6 +180,11 @@ class Client:
 
     def _send(self, rid: str, type: str, body: dict, priority: int) -> None:
         header = make_header(rid, type, session=self.session, priority=priority or None)
+        try:
+            validate_header(header)
+        except WireError as exc:
+            # The daemon would refuse it under no id this client waits for: say so now.
+            raise V2AError(f"cannot send this {type!r} request: {exc}") from None
         self._socket.send_multipart(encode(header, body), copy=False)
 
     def _resend_jobs_lost_to_a_restart(self, instance: str) -> None:

@@ -14,7 +14,7 @@ that already has it.
     ctx.request             the validated request body (schemas.messages.GenerateTimelineRequest, ...)
     ctx.engine              the loaded daemon.engine.Engine (already loaded on ctx.engine.device)
     ctx.store               daemon.store.ResultStore: ctx.store.get_blob(key) / put_blob(key, data)
-    ctx.log                 logging.Logger for this job
+    ctx.log                 logger for this job (its messages start with "job ID: ")
     ctx.progress(stage, step, total, *, clip=None, clip_index=None, clip_count=None)
                             -> sends a `progress` event (throttled; adds eta_s and fraction)
     ctx.cancelled() -> bool ; ctx.check_cancelled() raises daemon.engine.Cancelled
@@ -257,6 +257,11 @@ def free_accelerator_memory() -> None:
         torch.cuda.empty_cache()
 
 
+class _JobLog(logging.LoggerAdapter):
+    def process(self, msg, kwargs):
+        return f"job {self.extra['job']}: {msg}", kwargs
+
+
 class JobContext:
     """What a running job may use; see this module's docstring for the full API."""
 
@@ -274,7 +279,8 @@ class JobContext:
         self.request = job.request
         self.engine = engine
         self.store = store
-        self.log = logging.getLogger(f"v2a.job.{job.id}")
+        # An adapter, not getLogger(f"...{job.id}"): loggers are never freed, one per job leaks.
+        self.log = _JobLog(logging.getLogger("v2a.job"), {"job": job.id})
         self._send = send
         self._on_low_memory = on_low_memory
         self._started = time.monotonic()

@@ -348,8 +348,11 @@ class Server:
     def _submit(self, identity: bytes, message: wire.Message, request) -> None:
         rid, kind = message.id, message.type
         known = self.jobs.get(rid)
-        if known is not None and known.state in FINAL_STATES and self.store.evicted(rid):
-            # Its result is gone from the cache: the same id runs again, as after a restart.
+        if known is not None and known.state in FINAL_STATES and (
+            self.store.evicted(rid) or (known.error is None and not self.store.known(rid))
+        ):
+            # Its result is gone from the cache (or could not be stored): the same id runs
+            # again, as after a restart.
             self.jobs.forget(rid)
             known = None
         if known is not None:

@@ -71,6 +71,9 @@ class ResultStore:
         self._key_index: dict[str, tuple[str, float]] = {}
         """Key file name -> (object digest, last put or read)."""
         self._evicted: dict[str, None] = {}
+        self._torn = False
+        """The journal may end in half a line (a crash or a failed write): the next line
+        starts on a line of its own, or it would be unreadable after a restart."""
         self._replay()
         self._scan()
         with self._lock:
@@ -122,16 +125,23 @@ class ResultStore:
         """Store a job's final event; after this, `load(job_id)` returns it (also after a restart)
         until the cap evicts it."""
         with self._lock:
-            digests = [self._put_object(bytes(b)) for b in blobs]
-            entry = {
-                "id": job_id, "kind": kind, "event": event, "body": body,
-                "blobs": digests, "time": time.time(),
-            }
-            line = json.dumps(entry, separators=(",", ":"), allow_nan=False) + "\n"
-            with open(self.journal_path, "a", encoding="utf-8") as journal:
-                journal.write(line)
-                journal.flush()
-                os.fsync(journal.fileno())
+            try:
+                digests = [self._put_object(bytes(b)) for b in blobs]
+                entry = {
+                    "id": job_id, "kind": kind, "event": event, "body": body,
+                    "blobs": digests, "time": time.time(),
+                }
+                line = json.dumps(entry, separators=(",", ":"), allow_nan=False) + "\n"
+                with open(self.journal_path, "a", encoding="utf-8") as journal:
+                    journal.write("\n" + line if self._torn else line)
+                    journal.flush()
+                    os.fsync(journal.fileno())
+            except OSError as exc:
+                # Disk full, read-only cache: the job is still delivered; the daemon serves on.
+                self._torn = True
+                log.error("could not store the %s of job %s in %s: %s", event, job_id, self.root, exc)
+                return
+            self._torn = False
             self._index[job_id] = entry
             self._evicted.pop(job_id, None)
             self._evict_if_over_cap()
@@ -169,6 +179,7 @@ class ResultStore:
         if not self.journal_path.exists():
             return
         with open(self.journal_path, encoding="utf-8", errors="replace") as journal:
+            line = ""
             for number, line in enumerate(journal, 1):
                 if not line.strip():
                     continue
@@ -180,6 +191,7 @@ class ResultStore:
                     }
                 except (ValueError, KeyError, TypeError):
                     log.warning("skipping unreadable journal line %d in %s", number, self.journal_path)
+        self._torn = bool(line) and not line.endswith("\n")
 
     def _scan(self) -> None:
         """Sizes of the objects and targets of the keys on disk (files may vanish meanwhile)."""

@@ -5,6 +5,7 @@ import json
 import shutil
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -126,3 +127,33 @@ def test_v2a_commands_against_a_running_daemon(tmp_path, capsys):
 def test_v2a_without_a_daemon_and_no_start(capsys):
     assert v2a(["--endpoint", free_tcp_endpoint(), "--timeout", "0.3", "--no-start", "status"]) == 3
     assert "v2a-daemon --bind" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("call", [
+    lambda c, media: c.generate(media, 0.0, 0.2, steps=1, priority=101),
+    lambda c, media: c.generate(media, 0.0, 0.2, steps=1, request_id="my job"),
+    lambda c, media: c.request("x" * 65),
+])
+def test_a_request_the_daemon_could_not_answer_by_id_is_refused_at_once(tmp_path, call):
+    """A header the daemon refuses (priority out of range, id with spaces) gets its error under
+    no id the client knows: refused here, or a blocking call would wait forever (its pings
+    keep being answered) or blame a daemon that is there."""
+    from bridge.client import V2AError
+
+    media = make_media(tmp_path)
+    with running_server(tmp_path / "cache") as server, Client(server.endpoint, timeout=1.0) as client:
+        outcome = []
+
+        def attempt():  # in a thread: before the fix, the blocking call never returned
+            try:
+                outcome.append(call(client, media))
+            except Exception as exc:
+                outcome.append(exc)
+
+        waiter = threading.Thread(target=attempt, daemon=True)
+        waiter.start()
+        waiter.join(10)
+        assert outcome, "the call was still waiting after 10 s"
+        assert isinstance(outcome[0], V2AError) and not isinstance(outcome[0], DaemonUnavailable)
+        assert "header" in str(outcome[0])
+        assert client.generate(media, 0.0, 0.2, steps=1).type == "result"

@@ -322,3 +322,45 @@ def test_every_reply_matches_its_schema(tmp_path, media):
                                       "accepted", "progress", "result", "cancel_reply"}
     for event in seen:
         assert check_event(event.type, event.body) == event.body, event.type
+
+
+def test_a_journal_that_cannot_be_written_loses_no_result_and_stops_nothing(tmp_path, media):
+    """Disk full, a read-only cache: the finished job is still delivered, the worker serves
+    on, and re-sending its id is answered instead of hanging."""
+    with running_server(tmp_path / "cache") as server, Client(server.endpoint, timeout=5.0) as client:
+        (tmp_path / "cache" / "journal.jsonl").mkdir()  # appending to it now fails
+        body = {"media": media, "start": 0.0, "end": 0.2, "steps": 1}
+        # (timeouts: before the fix the worker thread died here and every wait went on forever)
+        first = client.wait(client.submit("generate", body, request_id="unjournaled"), timeout=20)
+        assert first.type == "result" and first.blobs
+        with pytest.raises(DaemonError) as err:
+            client.wait(client.submit("generate", {**body, "media": "/no/such/file.mov"}), timeout=20)
+        assert err.value.code == "media_error"
+        assert server.worker.alive
+        again = client.wait(client.submit("generate", body, request_id="unjournaled"), timeout=20)
+        assert again.type == "result" and again.blobs == first.blobs
+
+
+def test_a_journal_line_torn_by_a_crash_does_not_swallow_the_next_result(tmp_path, media):
+    cache = tmp_path / "cache"
+    with running_server(cache) as server, Client(server.endpoint) as client:
+        client.generate(media, 0.0, 0.2, steps=1, request_id="before-crash")
+    with open(cache / "journal.jsonl", "a", encoding="utf-8") as journal:
+        journal.write('{"id":"torn","kind":"generate","ev')  # killed mid-append
+    with running_server(cache) as server, Client(server.endpoint) as client:
+        after = client.generate(media, 0.0, 0.3, steps=1, request_id="after-crash")
+    with running_server(cache) as server, Client(server.endpoint) as client:
+        assert client.fetch("before-crash").type == "result"
+        assert client.fetch("after-crash").blobs == after.blobs
+
+
+def test_finished_jobs_leave_no_logger_behind(tmp_path, media):
+    """Loggers live as long as the process: one per job id would grow without bound."""
+    import logging
+
+    with running_server(tmp_path / "cache") as server, Client(server.endpoint) as client:
+        client.generate(media, 0.0, 0.2, steps=1, seed=0)
+        before = len(logging.Logger.manager.loggerDict)
+        for seed in range(1, 6):
+            client.generate(media, 0.0, 0.2, steps=1, seed=seed)
+        assert len(logging.Logger.manager.loggerDict) == before
