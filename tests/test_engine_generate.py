@@ -203,6 +203,34 @@ def test_long_and_low_memory_requests_are_generated_in_windows(engine, video):
     assert sampling == [(k, 4) for k in range(1, 5)]  # two 4 s windows x 2 steps
 
 
+def test_a_clip_of_exactly_the_single_window_limit_is_sampled_in_one_window(engine, video):
+    # "Clips up to 10 s in one window": 10 s is 312.5 tokens, so 313, which is still one.
+    events = []
+    request = ClipRequest((Segment(video, 1.0, 10.0, speed=0.0),), steps=1)
+    audio = engine.generate(request, lambda *e: events.append(e), _never)
+    assert audio.samples.shape == (2, 10 * OUTPUT_RATE)
+    assert [(step, total) for stage, step, total in events if stage == "sampling"] == [(1, 1)]
+
+
+@pytest.mark.parametrize("duration", [0.001, 1001 / 60000, 0.032])
+def test_clips_of_one_latent_token_or_less_give_their_samples(engine, video, duration):
+    # One frame at 59.94 fps is 16.7 ms: a single 32 ms latent token.
+    audio = engine.generate(_request(video, 0.5, duration), _ignore, _never)
+    assert audio.samples.shape == (2, round(duration * OUTPUT_RATE))
+    assert np.isfinite(audio.samples).all()
+
+
+@pytest.mark.skipif(not DEFAULT_WEIGHTS.is_file(), reason="the embedded weights are not installed")
+def test_the_shipped_network_far_out_of_range_still_gives_finite_audio(video):
+    # On this small synthetic shot the shipped network's log-mel latents reach ~150, and
+    # exp(150) is inf in float32: the clip came back as NaN samples.
+    engine = V2AEngine(weights=DEFAULT_WEIGHTS, device="cpu")
+    audio = engine.generate(_request(video, 0.0, 1.0, steps=2), _ignore, _never)
+    assert audio.samples.shape == (2, OUTPUT_RATE)
+    assert np.isfinite(audio.samples).all() and np.abs(audio.samples).max() > 0
+    assert audio.metadata["loudness_lufs"] == pytest.approx(-20.0, abs=0.5)
+
+
 def test_media_errors_pass_through(engine, tmp_path):
     with pytest.raises(MediaError):
         engine.generate(_request(str(tmp_path / "missing.mov")), _ignore, _never)

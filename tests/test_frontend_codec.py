@@ -32,6 +32,18 @@ def test_rate_arithmetic_matches_the_tiny_network():
     assert codec.decode(latents[:, :7]).shape == (1, 7 * 512)
 
 
+def test_one_token_and_out_of_range_latents_decode_to_finite_audio():
+    codec = MelCodec()
+    assert codec.decode(torch.full((1, 1, 160), -3.0)).shape == (1, 512)
+    assert codec.encode(torch.zeros(1, 300)).shape == (1, 1, 160)
+    # A network far out of range: exp(150) overflows float32, which made NaN audio.
+    latents = torch.full((2, 20, 160), -5.0)
+    latents[0, 5:8] = 150.0
+    decoded = codec.decode(latents)
+    assert torch.isfinite(decoded).all() and decoded[0].abs().max() > 0
+    torch.testing.assert_close(decoded[1], codec.decode(latents[1:])[0])
+
+
 def _spectral_distance(codec: MelCodec, a: torch.Tensor, b: torch.Tensor) -> float:
     """Mean absolute log-mel difference (nats)."""
     return float((codec.encode(a) - codec.encode(b)).abs().mean())

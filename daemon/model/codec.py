@@ -50,6 +50,10 @@ import soxr
 import torch
 
 LOG_FLOOR = 1e-5
+LOG_CEILING = math.log(1e4)
+"""Highest log-mel value decoded: full-scale audio reads below 3, so this touches no real sound,
+but keeps exp() finite when a network strays far out of range (exp(89) is inf in float32,
+and Griffin-Lim turns an inf into NaN audio)."""
 LATENT_MEAN = -5.0
 LATENT_STD = 3.0
 
@@ -153,8 +157,10 @@ class MelCodec:
 
     def _stft(self, waveform: torch.Tensor) -> torch.Tensor:
         window = self._window.to(waveform.device)
+        # Reflection needs more samples than half a frame: one token (512) falls back to zeros.
+        pad_mode = "reflect" if waveform.shape[-1] > self.n_fft // 2 else "constant"
         return torch.stft(
-            waveform, self.n_fft, self.hop, window=window, center=True, pad_mode="reflect",
+            waveform, self.n_fft, self.hop, window=window, center=True, pad_mode=pad_mode,
             return_complex=True,
         )  # (B, 513, L / hop + 1)
 
@@ -220,7 +226,7 @@ class MelCodec:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         b, n, _ = latents.shape
         frames = latents.float().reshape(b, n * self.frames_per_token, self.n_mels)
-        mel = torch.exp(frames).transpose(1, 2)  # (B, 80, T)
+        mel = torch.exp(frames.clamp(max=LOG_CEILING)).transpose(1, 2)  # (B, 80, T)
         magnitude = self.mel_to_magnitude(mel)  # (B, 513, T)
         # The STFT of T * hop samples has T + 1 frames; the last is a copy of the edge.
         magnitude = torch.cat([magnitude, magnitude[..., -1:]], dim=-1)

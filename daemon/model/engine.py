@@ -427,7 +427,7 @@ class V2AEngine:
         if low_memory:
             window_s /= 2
         max_single = self.windows.max_single_s or 1.25 * window_s
-        return round(max_single * c.latent_rate)
+        return c.seq_lens_for(max_single)[0]
 
     def _window_settings(self, request: ClipRequest) -> WindowSettings:
         if not request.low_memory:
@@ -441,7 +441,7 @@ class V2AEngine:
         settings = self._window_settings(request)
         c = self.network.config
         window_s = settings.window_s or c.window_s
-        if plan.latent_len <= round((settings.max_single_s or 1.25 * window_s) * c.latent_rate):
+        if plan.latent_len <= c.seq_lens_for(settings.max_single_s or 1.25 * window_s)[0]:
             return request.steps
         overlap = max(1, round(settings.overlap_s * c.latent_rate))
         windows = plan_windows(plan.latent_len, round(window_s * c.latent_rate), overlap,

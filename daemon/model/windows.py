@@ -143,7 +143,7 @@ def generate_latents(network: V2ANetwork, clip_f: Tensor, sync_f: Tensor, text_f
             f"sync tokens, got {clip_f.shape[1]} and {sync_f.shape[1]}"
         )
 
-    if latent_seq_len <= round(max_single_s * c.latent_rate):
+    if latent_seq_len <= c.seq_lens_for(max_single_s)[0]:  # tokens of a max_single_s clip
         whole = Window(0, latent_seq_len, 0)
         clip, sync, offset = window_conditions(network, clip_f, sync_f, whole)
         return sample(network, clip, sync, text_f, latent_seq_len=latent_seq_len,
