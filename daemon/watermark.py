@@ -13,7 +13,8 @@ is defined in Hz and seconds, not in bins and samples).
     found, payload, confidence = detect(marked, 48000)
 
 Limits, measured by tests/test_watermark_*.py and benchmarks/watermark.py: presence is detected
-from 1 s of audio; the payload needs several seconds (more for longer payloads; see the README).
+from 1 s of audio in most clips and reliably from 4 s; the payload needs several seconds (more
+for longer payloads; see the README).
 Nothing is marked where the audio is silent (multiplying silence changes nothing), and audio
 with no energy between 0.5 and 7.5 kHz cannot carry the mark.
 """
