@@ -36,6 +36,11 @@ frame on an exact frame boundary."""
 
 _SEEK_BACKOFF = (Fraction(0), Fraction(1), Fraction(5), None)  # seconds before start; None = file start
 
+END_SLACK = Fraction(1, 2)
+"""How far, in frames, a range may run past the last frame's end and still be read (that frame
+held): a timeline's rounding, or a clip whose rate does not divide the file's, asks for a
+little more than the file holds."""
+
 
 @dataclass
 class DecodedFrames:
@@ -77,22 +82,43 @@ class FrameShrinker:
         self._reformatter = VideoReformatter()
 
     def __call__(self, frame: av.VideoFrame) -> np.ndarray:
-        """(height, width, 3) uint8 RGB of `frame` at `size`."""
+        """(height, width, 3) uint8 RGB of `frame` at `size`, turned as it is displayed."""
         width, height = self.size
+        turns = _quarter_turns(frame)
+        if turns % 2:
+            width, height = height, width
         small = self._reformatter.reformat(
             frame, width=width, height=height, format="rgb24", interpolation="AREA", threads=1
         )
-        return small.to_ndarray()
+        return _turn(small.to_ndarray(), turns)
 
     def with_detail(self, frame: av.VideoFrame) -> tuple[np.ndarray, np.ndarray]:
         """The frame at `size` and its luminance at twice that size, from one scaling: the
         small picture is the 2x2 means of the large one (what the area scaler would give, to
         the rounding)."""
         width, height = self.size
+        turns = _quarter_turns(frame)
+        if turns % 2:
+            width, height = height, width
         large = self._reformatter.reformat(
             frame, width=2 * width, height=2 * height, format="rgb24", interpolation="AREA", threads=1
         ).to_ndarray()
+        large = _turn(large, turns)
         return halve(large), luminance(large)
+
+
+def _quarter_turns(frame: av.VideoFrame) -> int:
+    """Counterclockwise quarter turns that show `frame` upright: phones record portrait video
+    as landscape pictures with a display matrix (side data) saying how to turn them."""
+    try:
+        rotation = frame.rotation
+    except (AttributeError, ValueError):
+        return 0
+    return round(rotation / 90) % 4 if rotation else 0
+
+
+def _turn(image: np.ndarray, turns: int) -> np.ndarray:
+    return np.ascontiguousarray(np.rot90(image, turns)) if turns else image
 
 
 BT709 = np.array([0.2126, 0.7152, 0.0722], np.float32)
@@ -251,17 +277,27 @@ def decode_range(
             if frames and (frames[0][0] < start - TIME_SLACK or from_file_start):
                 break
     except av.FFmpegError as exc:
-        raise MediaError(f"FFmpeg failed decoding {segment.media!r}: {exc}") from exc
+        missing = _missing_image(segment, start, end) if segment.image_rate is not None else None
+        if missing is not None:
+            raise MediaError(
+                f"frame {missing!r} of the image sequence is missing (reading this range needs it "
+                "or reads past it); restore or re-render the missing frames"
+            ) from exc
+        raise MediaError(
+            f"FFmpeg failed decoding {segment.media!r}: {exc}; the file may be damaged or "
+            "incomplete: copy or render it again"
+        ) from exc
     if not frames or start >= frames[-1][0] + frame_duration:
         raise MediaError(
             f"no picture at {float(start):.3f} s in {segment.media!r}: the range is past the end "
             "of the file; check the clip's source range"
         )
     last_end = frames[-1][0] + frame_duration
-    if end > last_end + TIME_SLACK:
+    if end > last_end + END_SLACK * frame_duration:
         raise MediaError(
-            f"range ends at {float(end):.3f} s but the picture of {segment.media!r} ends at "
-            f"{float(last_end):.3f} s; shorten the clip or relink the full-length media"
+            f"range ends at {float(end):.6f} s but the picture of {segment.media!r} ends at "
+            f"{float(last_end):.6f} s ({float((end - last_end) / frame_duration):.2f} frames "
+            "short); shorten the clip or relink the full-length media"
         )
     times = [t for t, _ in frames]
     if detail:
@@ -270,6 +306,31 @@ def decode_range(
         return DecodedFrames(times, images, frame_duration, detail=large)
     images = np.stack([image for _, image in frames])
     return DecodedFrames(times=times, images=images, frame_duration=frame_duration)
+
+
+def _missing_image(segment: Segment, start: Fraction, end: Fraction) -> str | None:
+    """The first file missing from the image sequence's frames that reading [start, end]
+    touches: the frames shown, the one before, and those the decoder reads ahead past the end
+    (a hole there, not the sequence's end). None when there is none."""
+    rate = frame_rate(segment.image_rate)
+    first = segment.start_number
+    if first is None:  # FFmpeg's image2 starts at the first of numbers 0..4 that exists
+        first = next((n for n in range(5) if os.path.isfile(segment.media % n)), 0)
+    shown = range(max(0, int(start * rate) - 1), int(end * rate) + 1)
+    ahead = range(shown.stop, shown.stop + _READ_AHEAD)
+    try:
+        exists = {i: os.path.isfile(segment.media % (first + i)) for i in (*shown, *ahead)}
+    except (TypeError, ValueError):  # not a pattern Python's % formats the way FFmpeg does
+        return None
+    for index, found in exists.items():
+        if not found and (index in shown or any(exists[i] for i in ahead if i > index)):
+            return segment.media % (first + index)
+    return None
+
+
+_READ_AHEAD = 33
+"""Frames a decode may read past the range's end: the one that ends it and what frame threads
+(one per core, and more) have in flight."""
 
 
 def _decode_from_seek(
