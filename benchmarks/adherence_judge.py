@@ -46,6 +46,7 @@ from daemon.model.flow import (
     guided_velocity,
     make_generator,
     prepare_guidance,
+    sound_bounds,
 )
 from daemon.model.windows import Window, window_conditions
 from daemon.model.world.captions import CLASSES
@@ -89,8 +90,8 @@ def generate_from(model: ModelUnderTest, pictures, prompts: list[str], sounds: l
         start = round(t0 * settings.steps)
         t = start / settings.steps
         x = (1 - t) * fresh_noise() + t * net.normalize(sound)
-        x = euler_sample(velocity, x, settings.steps, start=start, renoise=settings.renoise,
-                         fresh_noise=fresh_noise)
+        x = euler_sample(velocity, x, settings.steps, start=start, bounds=sound_bounds(net),
+                         renoise=settings.renoise, fresh_noise=fresh_noise)
         out += [normalise_loudness(a, model.codec.sample_rate, OutputSettings())[0]
                 for a in model.codec.decode(net.unnormalize(x)).numpy()]
     return out

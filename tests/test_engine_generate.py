@@ -221,14 +221,19 @@ def test_clips_of_one_latent_token_or_less_give_their_samples(engine, video, dur
 
 
 @pytest.mark.skipif(not DEFAULT_WEIGHTS.is_file(), reason="the embedded weights are not installed")
-def test_the_shipped_network_far_out_of_range_still_gives_finite_audio(video):
-    # On this small synthetic shot the shipped network's log-mel latents reach ~150, and
-    # exp(150) is inf in float32: the clip came back as NaN samples.
+def test_the_shipped_network_far_out_of_range_still_gives_finite_audio(video, caplog):
+    # On this small synthetic shot, unlike any world picture, the shipped network's log-mel
+    # latents ran away to ~150 and exp(150) is inf in float32: the clip came back as NaN
+    # samples. The sampler now keeps the predicted sound within a sound's range
+    # (flow.sound_bounds), and the codec's ceiling guards latents from anywhere else.
     engine = V2AEngine(weights=DEFAULT_WEIGHTS, device="cpu")
     audio = engine.generate(_request(video, 0.0, 1.0, steps=2), _ignore, _never)
     assert audio.samples.shape == (2, OUTPUT_RATE)
     assert np.isfinite(audio.samples).all() and np.abs(audio.samples).max() > 0
     assert audio.metadata["loudness_lufs"] == pytest.approx(-20.0, abs=0.5)
+    # And the log says the sound is not to be trusted.
+    assert audio.metadata["overloud_share"] > 0.01
+    assert "not to be trusted" in caplog.text
 
 
 def test_media_errors_pass_through(engine, tmp_path):

@@ -34,7 +34,7 @@ def _write_with_pts(path, frames, pts, time_base, options=None, container_option
     stream.time_base = stream.codec_context.time_base = time_base
     if options:
         stream.options = options
-    for image, t in zip(frames, pts):
+    for image, t in zip(frames, pts, strict=True):
         frame = av.VideoFrame.from_ndarray(image, format="rgb24")
         frame.pts, frame.time_base = t, time_base
         for packet in stream.encode(frame):

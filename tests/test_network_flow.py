@@ -16,6 +16,7 @@ from daemon.model.flow import (
     prepare_guidance,
     sample,
     sample_training_times,
+    sound_bounds,
     training_loss,
 )
 
@@ -62,13 +63,18 @@ def test_guidance_one_is_the_conditional_branch_alone(net, inputs):
     clip, sync, text = inputs
     steps = 5
     ours = sample(net, clip, sync, text, steps=steps, cfg=1.0, seed=3, renoise=0.0)
-    # The same Euler integration written out with the conditional velocity only.
+    # The same Euler integration written out with the conditional velocity only (its predicted
+    # sound held within a sound's range, as the sampler holds it).
     noise = torch.randn((2, 40, 8), generator=torch.Generator().manual_seed(3))
+    low, high = sound_bounds(net)
     with torch.no_grad():
         cond = net.preprocess_conditions(clip, sync, text, 40)
         x = noise
         for i in range(steps):
-            x = x + net.predict_flow(x, torch.full((2,), i / steps), cond) / steps
+            t = i / steps
+            v = net.predict_flow(x, torch.full((2,), t), cond)
+            sound = torch.maximum(torch.minimum(x + (1 - t) * v, high), low)
+            x = x + (sound - x) / (1 - t) / steps
     assert torch.allclose(ours, net.unnormalize(x), atol=1e-5)
     # ... and the unconditional branch is not even run (so a negative prompt changes nothing).
     calls, handle = _count_calls(net.audio_input_proj)
@@ -298,6 +304,39 @@ def test_every_renoise_lands_on_the_sound_a_perfect_velocity_points_to(renoise):
     out = euler_sample(velocity, noise, 6, renoise=renoise,
                        fresh_noise=lambda: torch.randn(2, 3, 8, generator=g))
     assert torch.allclose(out, c.expand(2, 3, 8), atol=1e-5)
+
+
+@pytest.mark.parametrize("renoise", [0.0, 0.7])
+def test_bounds_hold_a_runaway_velocity_and_leave_a_sound_within_them_alone(renoise):
+    c = torch.linspace(-2, 2, 24).view(1, 3, 8)
+    low, high = torch.full((1, 1, 8), -2.5), torch.full((1, 1, 8), 2.5)
+
+    def toward_c(x, t):
+        return (c - x) / (1 - t)
+
+    def runaway(x, t):  # each prediction further out than the last, as on a picture unseen
+        return 8.0 * x + 5.0
+
+    def run(velocity, bounds):
+        g = torch.Generator().manual_seed(0)
+        noise = torch.randn(2, 3, 8, generator=g)
+        return euler_sample(velocity, noise, 10, bounds=bounds, renoise=renoise,
+                            fresh_noise=lambda: torch.randn(2, 3, 8, generator=g))
+
+    assert run(runaway, None).abs().max() > 100
+    held = run(runaway, (low, high))
+    assert held.min() >= -2.5 and held.max() <= 2.5
+    assert torch.allclose(run(toward_c, (low, high)), run(toward_c, None), atol=1e-6)
+
+
+def test_sound_bounds_are_the_codec_range_in_the_networks_space(net):
+    from daemon.model.codec import SOUND_RANGE
+
+    low, high = sound_bounds(net)
+    assert low.shape == high.shape == net.latent_mean.shape
+    data = net.unnormalize(torch.cat([low, high]))
+    assert torch.allclose(data[0], torch.full_like(data[0], SOUND_RANGE[0]))
+    assert torch.allclose(data[1], torch.full_like(data[1], SOUND_RANGE[1]))
 
 
 def test_renoise_redraws_from_the_seed_and_is_checked(net, inputs):

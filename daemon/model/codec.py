@@ -54,6 +54,10 @@ LOG_CEILING = math.log(1e4)
 """Highest log-mel value decoded: full-scale audio reads below 3, so this touches no real sound,
 but keeps exp() finite when a network strays far out of range (exp(89) is inf in float32,
 and Griffin-Lim turns an inf into NaN audio)."""
+SOUND_RANGE = (math.log(LOG_FLOOR), 3.5)
+"""The log-mel values of any sound within full scale: silence sits on the floor, a full-scale
+square wave (the loudest cell there is) reads 2.8, full-scale noise 0.8. The sampler keeps its
+predicted sound inside it (`flow.sound_bounds`)."""
 LATENT_MEAN = -5.0
 LATENT_STD = 3.0
 

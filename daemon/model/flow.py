@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..engine import Cancelled
+from .codec import SOUND_RANGE
 from .network import Conditions, InputShapeError, V2ANetwork
 
 StepProgress = Callable[[int, int], None]
@@ -300,7 +301,16 @@ def guided_velocity(network: V2ANetwork, branches: GuidanceBranches,
     return guided
 
 
+def sound_bounds(network: V2ANetwork, sound_range: tuple[float, float] = SOUND_RANGE
+                 ) -> tuple[Tensor, Tensor]:
+    """`sound_range` (data space, e.g. log-mel) in the network's normalised space: the
+    (1, 1, latent_dim) lowest and highest values a predicted sound may take."""
+    low, high = (network.normalize(torch.full_like(network.latent_mean, v)) for v in sound_range)
+    return low, high
+
+
 def euler_sample(velocity: Callable[[Tensor, float], Tensor], noise: Tensor, steps: int, *,
+                 bounds: tuple[Tensor, Tensor] | None = None,
                  known: Tensor | None = None, known_mask: Tensor | None = None,
                  renoise: float = 0.0, fresh_noise: Callable[[], Tensor] | None = None,
                  start: int = 0, progress: StepProgress | None = None,
@@ -313,6 +323,13 @@ def euler_sample(velocity: Callable[[Tensor, float], Tensor], noise: Tensor, ste
     that share of e by `fresh_noise()` (a draw of x's shape), keeping its spread:
     e' = sqrt(1 - r²)·e + r·fresh. At 0 the path is the deterministic one; above 0 each step
     forgets some of what the last one smoothed over and redraws it (see `RENOISE`).
+
+    `bounds` (low, high), normalised, keep the predicted sound x1 inside what a sound can be
+    (`sound_bounds`), the step then heading for the bounded x1. On pictures unlike any it was
+    trained on the network's predictions can run away, step after step, to log-mel values of
+    +-300 (a flat grey scene with one sliding box, a panning texture): without the bound the
+    clip decodes to a blast of noise. A prediction within the bounds is left as it is (on
+    held-out world clips they are rarely touched); the last step lands on the bounded sound.
 
     Frames where `known_mask` (B or 1, N, 1) is true are held on the flow path of `known`
     (normalised): before each step they are set to (1 - t)·noise + t·known, so the rest of the
@@ -343,6 +360,8 @@ def euler_sample(velocity: Callable[[Tensor, float], Tensor], noise: Tensor, ste
         if known is not None:
             x = torch.where(known_mask, (1 - t) * noise + t * known, x)
         v = velocity(x, t)
+        if bounds is not None:
+            v = (torch.maximum(torch.minimum(x + (1 - t) * v, bounds[1]), bounds[0]) - x) / (1 - t)
         if renoise and i < steps - 1:
             sound, in_x = x + (1 - t) * v, x - t * v
             in_x = math.sqrt(1 - renoise ** 2) * in_x + renoise * fresh_noise()
@@ -413,7 +432,8 @@ def sample(network: V2ANetwork, clip_f: Tensor, sync_f: Tensor, text_f: Tensor, 
             )
         known_n = network.normalize(known.float())
         mask = known_mask.to(device=device, dtype=torch.bool).view(1, n, 1)
-    x = euler_sample(velocity, noise, steps, known=known_n, known_mask=mask, renoise=renoise,
+    x = euler_sample(velocity, noise, steps, bounds=sound_bounds(network), known=known_n,
+                     known_mask=mask, renoise=renoise,
                      fresh_noise=fresh_noise, progress=progress, cancelled=cancelled,
                      step_offset=step_offset, total_steps=total_steps)
     return network.unnormalize(x)
