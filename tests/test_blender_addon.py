@@ -807,18 +807,8 @@ def test_daemon_dying_mid_run_is_reported_and_adds_nothing(edit, movies, addon, 
     process = subprocess.Popen(_daemon_command(endpoint, tmp_path), env=env, cwd=REPO,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        prefs = _prefs()
-        prefs.endpoint, prefs.start_daemon, prefs.answer_timeout = endpoint, False, 20.0
-        runner = _runner(addon)
-        assert bpy.ops.sequencer.v2a_connect() == {"FINISHED"}
-        _drive(addon, lambda: runner.state.daemon.startswith("connected:"))
-        prefs.answer_timeout = 0.3
-        edit.sequence_editor.strips.new_movie("Shot", str(movies["ntsc"]), 1, 1)
-        edit.v2a.steps = 200
-        assert bpy.ops.sequencer.v2a_generate() == {"FINISHED"}
-        _drive(addon, lambda: (runner.state.progress or 0) > 0)
-        process.kill()
-        process.wait(timeout=10)
+        runner = _generate_then_kill_the_daemon(addon, edit, movies, endpoint, process,
+                                                answer_timeout=0.3)
         # Silence makes the add-on ping; an unanswered ping ends the run.
         monkeypatch.setattr(addon.session, "SILENCE_PING_S", 0.3)
         _drive(addon, _idle(addon), timeout=10)
@@ -827,6 +817,25 @@ def test_daemon_dying_mid_run_is_reported_and_adds_nothing(edit, movies, addon, 
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def _generate_then_kill_the_daemon(addon, edit, movies, endpoint, process, answer_timeout=20.0):
+    """Connect to the slow daemon `process` at `endpoint`, start a long Generate with
+    `answer_timeout`, and kill -9 the daemon while it samples. Returns the add-on's runner."""
+    prefs = _prefs()
+    prefs.endpoint, prefs.start_daemon, prefs.answer_timeout = endpoint, False, 20.0
+    runner = _runner(addon)
+    runner.state.daemon = "not checked yet"
+    assert bpy.ops.sequencer.v2a_connect() == {"FINISHED"}
+    _drive(addon, lambda: runner.state.daemon.startswith("connected:") and not runner.busy)
+    prefs.answer_timeout = answer_timeout
+    edit.sequence_editor.strips.new_movie("Shot", str(movies["ntsc"]), 1, 1)
+    edit.v2a.steps = 200
+    assert bpy.ops.sequencer.v2a_generate() == {"FINISHED"}
+    _drive(addon, lambda: (runner.state.progress or 0) > 0)
+    process.kill()
+    process.wait(timeout=10)
+    return runner
 
 
 def test_daemon_restarted_mid_run_finishes_the_run(edit, movies, addon, tmp_path, monkeypatch):
@@ -839,18 +848,7 @@ def test_daemon_restarted_mid_run_finishes_the_run(edit, movies, addon, tmp_path
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     second = None
     try:
-        prefs = _prefs()
-        prefs.endpoint, prefs.start_daemon, prefs.answer_timeout = endpoint, False, 20.0
-        runner = _runner(addon)
-        runner.state.daemon = "not checked yet"
-        assert bpy.ops.sequencer.v2a_connect() == {"FINISHED"}
-        _drive(addon, lambda: runner.state.daemon.startswith("connected:") and not runner.busy)
-        edit.sequence_editor.strips.new_movie("Shot", str(movies["ntsc"]), 1, 1)
-        edit.v2a.steps = 200
-        assert bpy.ops.sequencer.v2a_generate() == {"FINISHED"}
-        _drive(addon, lambda: (runner.state.progress or 0) > 0)
-        process.kill()
-        process.wait(timeout=10)
+        runner = _generate_then_kill_the_daemon(addon, edit, movies, endpoint, process)
         fast = dict(slow, V2A_TONE_STEP_DELAY="0")
         second = subprocess.Popen(_daemon_command(endpoint, tmp_path / "cache"), env=fast,
                                   cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
