@@ -308,6 +308,11 @@ def decode_range(
     return DecodedFrames(times=times, images=images, frame_duration=frame_duration)
 
 
+_READ_AHEAD = 33
+"""Frames a decode may read past the range's end: the one that ends it and what frame threads
+(one per core, and more) have in flight."""
+
+
 def _missing_image(segment: Segment, start: Fraction, end: Fraction) -> str | None:
     """The first file missing from the image sequence's frames that reading [start, end]
     touches: the frames shown, the one before, and those the decoder reads ahead past the end
@@ -326,11 +331,6 @@ def _missing_image(segment: Segment, start: Fraction, end: Fraction) -> str | No
         if not found and (index in shown or any(exists[i] for i in ahead if i > index)):
             return segment.media % (first + index)
     return None
-
-
-_READ_AHEAD = 33
-"""Frames a decode may read past the range's end: the one that ends it and what frame threads
-(one per core, and more) have in flight."""
 
 
 def _decode_from_seek(

@@ -268,8 +268,10 @@ def beat_regularity(audio: np.ndarray, rate: int, periods: tuple[float, float] =
     of plucks or pulses reads near 1, attacks scattered in time near 0 (0 for silence or a
     sound without attacks)."""
     audio = np.asarray(audio, dtype=np.float32).reshape(-1)
-    flux = onset_envelope(audio, rate) if audio.size else np.zeros(0)
-    flux = flux - flux.mean() if flux.size else flux
+    if audio.size == 0:
+        return 0.0
+    flux = onset_envelope(audio, rate)
+    flux = flux - flux.mean()
     lo, hi = (int(round(p / ONSET_HOP_S)) for p in periods)
     energy = float(np.dot(flux, flux))
     if hi >= len(flux) or energy <= 1e-12:
