@@ -14,6 +14,7 @@ that already has it.
     ctx.request             the validated request body (schemas.messages.GenerateTimelineRequest, ...)
     ctx.engine              the loaded daemon.engine.Engine (already loaded on ctx.engine.device)
     ctx.store               daemon.store.ResultStore: ctx.store.get_blob(key) / put_blob(key, data)
+                            (a cache: put_blob on a full disk logs it and returns None)
     ctx.log                 logger for this job (its messages start with "job ID: ")
     ctx.progress(stage, step, total, *, clip=None, clip_index=None, clip_count=None)
                             -> sends a `progress` event (throttled; adds eta_s and fraction)

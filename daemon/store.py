@@ -11,6 +11,10 @@ The journal is the index: on start it is replayed (the last line for an id wins;
 line from a crash is skipped with a warning). The blob cache (`put_blob`/`get_blob`) lets job
 runners skip work they already did, e.g. a timeline re-run with one clip changed.
 
+A cache that cannot be written (disk full, read-only folder) costs only what it would have
+saved: `put_blob` and `record` log it and return, and a job still delivers its result. Objects
+and keys are written whole or not at all (write-then-rename): a failed write leaves no part.
+
 With a byte cap (`max_bytes`), the objects are kept under it (checked on start and after every
 `record`/`put_blob`): the least recently used objects go first, where an object was last used
 when the newest job naming it finished (journal time) or when its key was last put or read. A
@@ -38,6 +42,7 @@ EVICT_TO = 0.9
 """Over the cap, evict down to this fraction of it: the journal is not rewritten per new job."""
 MAX_REMEMBERED_EVICTIONS = 10_000
 """Evicted job ids kept in memory, so a fetch can say why the result is gone."""
+WHAT_TO_DO_WHEN_UNWRITABLE = "free space there or start the daemon with --cache-dir pointing elsewhere"
 
 
 @dataclass
@@ -74,6 +79,9 @@ class ResultStore:
         self._torn = False
         """The journal may end in half a line (a crash or a failed write): the next line
         starts on a line of its own, or it would be unreadable after a restart."""
+        self._blob_writes_failing = False
+        """The last `put_blob` failed: the next failures are not warned about again (a timeline
+        puts one blob per clip)."""
         self._replay()
         self._scan()
         with self._lock:
@@ -139,7 +147,10 @@ class ResultStore:
             except OSError as exc:
                 # Disk full, read-only cache: the job is still delivered; the daemon serves on.
                 self._torn = True
-                log.error("could not store the %s of job %s in %s: %s", event, job_id, self.root, exc)
+                log.error(
+                    "could not store the %s of job %s in %s (%s): it is delivered now, but cannot "
+                    "be fetched later; %s", event, job_id, self.root, exc, WHAT_TO_DO_WHEN_UNWRITABLE,
+                )
                 return
             self._torn = False
             self._index[job_id] = entry
@@ -208,14 +219,30 @@ class ResultStore:
 
     # --- keyed blob cache --------------------------------------------------------------
 
-    def put_blob(self, key: str, data: bytes) -> str:
-        """Remember `data` under `key` (any string, e.g. a hash of everything that made it)."""
+    def put_blob(self, key: str, data: bytes) -> str | None:
+        """Remember `data` under `key` (any string, e.g. a hash of everything that made it).
+        Returns its content hash, or None when the cache could not be written (logged): the
+        caller carries on without it."""
         path = self._key_path(key)
         with self._lock:
-            digest = self._put_object(bytes(data))
-            _atomic_write(path, digest.encode("ascii"))
-            now = time.time()
-            os.utime(path, (now, now))  # the file's time is the key's last use after a restart
+            try:
+                digest = self._put_object(bytes(data))
+                _atomic_write(path, digest.encode("ascii"))
+                now = time.time()
+                os.utime(path, (now, now))  # the file's time is the key's last use after a restart
+            except OSError as exc:
+                # Disk full, read-only cache: the same work is done again next time, no more.
+                if not self._blob_writes_failing:
+                    log.warning(
+                        "could not write to the cache in %s (%s): results are delivered but not "
+                        "kept, so the same requests will be generated again; %s",
+                        self.root, exc, WHAT_TO_DO_WHEN_UNWRITABLE,
+                    )
+                self._blob_writes_failing = True
+                return None
+            if self._blob_writes_failing:
+                log.info("writing to the cache in %s works again", self.root)
+            self._blob_writes_failing = False
             self._key_index[path.name] = (digest, now)
             self._evict_if_over_cap()
         return digest

@@ -9,10 +9,12 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
 
+import pytest
 import zmq
 
 from bridge import wire
@@ -36,6 +38,31 @@ def make_media(folder: Path, name: str = "shot.mov") -> str:
     path = folder / name
     path.write_bytes(b"\0" * 16)
     return str(path)
+
+
+@contextlib.contextmanager
+def full_disk(folder: Path):
+    """Files written under `folder` meet a full disk: each is created, and its bytes are refused
+    with ENOSPC by the kernel (its descriptor is turned onto /dev/full). Covers every
+    write-then-rename (`tempfile.mkstemp`) there: the store's objects and keys."""
+    if not os.path.exists("/dev/full"):
+        pytest.skip("needs /dev/full to stand in for a full disk")
+    folder = Path(folder).resolve()
+    real_mkstemp = tempfile.mkstemp
+
+    def mkstemp(*args, dir=None, **kwargs):
+        fd, name = real_mkstemp(*args, dir=dir, **kwargs)
+        if dir is not None and Path(dir).resolve().is_relative_to(folder):
+            full = os.open("/dev/full", os.O_WRONLY)
+            os.dup2(full, fd)
+            os.close(full)
+        return fd, name
+
+    tempfile.mkstemp = mkstemp
+    try:
+        yield
+    finally:
+        tempfile.mkstemp = real_mkstemp
 
 
 @contextlib.contextmanager

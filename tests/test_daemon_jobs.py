@@ -2,6 +2,7 @@
 lazy load and unload, priorities, cancel, idempotent ids, out-of-memory retry, bad input."""
 
 import io
+import logging
 import sys
 import threading
 
@@ -13,7 +14,14 @@ import soundfile
 from bridge import wire
 from bridge.client import Client, DaemonError, Event, ProtocolMismatch
 from daemon.wav import read_info
-from tests.daemon_harness import make_media, raw_socket, recv_message, running_server, wait_for
+from tests.daemon_harness import (
+    full_disk,
+    make_media,
+    raw_socket,
+    recv_message,
+    running_server,
+    wait_for,
+)
 from tests.engines import ToneEngine
 
 
@@ -339,6 +347,29 @@ def test_a_journal_that_cannot_be_written_loses_no_result_and_stops_nothing(tmp_
         assert server.worker.alive
         again = client.wait(client.submit("generate", body, request_id="unjournaled"), timeout=20)
         assert again.type == "result" and again.blobs == first.blobs
+
+
+def test_a_full_disk_under_the_cache_still_delivers_the_audio(tmp_path, media, caplog):
+    """The cache only saves work: on a full disk the generated WAV still reaches the client
+    (before, the failed cache write failed the job), the log says once what to do, and no
+    partial file is left in the cache."""
+    cache = tmp_path / "cache"
+    body = {"media": media, "start": 0.0, "end": 0.2, "steps": 1}
+    with running_server(cache) as server, Client(server.endpoint, timeout=5.0) as client:
+        with full_disk(cache), caplog.at_level(logging.WARNING, logger="v2a.store"):
+            first = client.wait(client.submit("generate", body, request_id="on-a-full-disk"), timeout=20)
+            second = client.wait(client.submit("generate", {**body, "seed": 1}), timeout=20)
+        for result in (first, second):
+            assert result.type == "result" and not result.body["cached"]
+            assert soundfile.info(io.BytesIO(result.blobs[0])).frames == 9600
+        assert server.worker.alive
+        # Its result could not be journaled either: the same id runs again rather than hang.
+        again = client.wait(client.submit("generate", body, request_id="on-a-full-disk"), timeout=20)
+        assert again.type == "result" and again.blobs == first.blobs
+        assert client.generate(media, 0.0, 0.2, steps=1).body["cached"]  # space again: cached
+    assert not [p for p in cache.rglob("*") if p.name.startswith(".tmp-")]
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert str(cache) in warning and "--cache-dir" in warning
 
 
 def test_a_journal_line_torn_by_a_crash_does_not_swallow_the_next_result(tmp_path, media):

@@ -1,14 +1,17 @@
 """The result store's byte cap: least recently used objects go first with every job and key
-naming them, nothing retained points at a missing file, and the journal agrees after a restart."""
+naming them, nothing retained points at a missing file, and the journal agrees after a restart.
+A full disk loses only the cache."""
 
 import hashlib
 import json
+import logging
 import types
 
 import pytest
 
 from daemon import store as store_module
 from daemon.store import ResultStore
+from tests.daemon_harness import full_disk
 
 BLOB = 1000
 """Bytes per test blob: caps below are counted in blobs."""
@@ -192,3 +195,25 @@ def test_a_missing_object_of_a_retained_job_is_still_reported_as_missing(tmp_pat
     loaded = store.load("job-1")
     assert loaded.event == "error" and loaded.body["code"] == "not_found"
     assert "missing" in loaded.body["message"] and not store.evicted("job-1")
+
+
+def test_a_full_disk_loses_only_the_cache_says_so_once_and_leaves_no_partial_file(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="v2a.store")
+    store = ResultStore(tmp_path, max_bytes=10 * BLOB)
+    record(store, "before", blob(1))
+    with full_disk(tmp_path):
+        assert store.put_blob("key-2", blob(2)) is None  # it raised: the job failed with it
+        assert store.put_blob("key-3", blob(3)) is None  # a timeline's next clip: not warned again
+        record(store, "during", blob(4))
+    assert store.get_blob("key-2") is None and not store.known("during")
+    assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".tmp-")]
+    assert store.size_bytes == bytes_on_disk(store) == BLOB
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert str(tmp_path) in warning and "No space left on device" in warning
+    assert "free space" in warning and "--cache-dir" in warning
+    (error,) = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert "during" in error and "cannot be fetched later" in error and "--cache-dir" in error
+    # With space again the cache works as before, and says so.
+    assert store.put_blob("key-2", blob(2)) is not None and store.get_blob("key-2") == blob(2)
+    assert "works again" in caplog.text
+    assert ResultStore(tmp_path).load("before").blobs == [blob(1)]

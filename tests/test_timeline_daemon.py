@@ -18,7 +18,7 @@ from bridge.planner import media_path, read_timeline, seconds
 from bridge.timeline_output import is_generated_track
 from daemon.engine import MediaError
 from daemon.server import Server, ServerConfig
-from tests.daemon_harness import running_server
+from tests.daemon_harness import full_disk, running_server
 from tests.engines import ToneEngine
 from tests.timeline_kit import (
     clip,
@@ -229,6 +229,19 @@ def test_cancel_leaves_no_partial_files(daemon, media, tmp_path):
         engine.hold = False
         engine.release.set()
     assert not [p for p in os.listdir(tmp_path) if not p.endswith(".wav")]
+
+
+def test_a_full_disk_under_the_cache_still_writes_every_clip(media, tmp_path):
+    """The daemon's cache is on a full disk, media_dir is not: every clip is still delivered."""
+    cache, wavs = tmp_path / "cache", tmp_path / "wavs"
+    with (running_server(cache, device="cpu") as server, full_disk(cache),
+          Client(server.endpoint, timeout=30) as client):
+        body, events = run(client, edit(media), wavs)
+    assert [f["clip"] for f in body["failed"]] == ["offline [V1/6]"]
+    done = [e.body for e in events if e.type == "clip_done"]
+    assert sorted(d["index"] for d in done) == [0, 1, 2]
+    assert [sf.info(p["file"]).samplerate for p in body["placements"]] == [48000] * 3
+    assert not [p for p in cache.rglob("*") if p.name.startswith(".tmp-")]
 
 
 def test_bad_timeline_is_a_clear_error(daemon, tmp_path):
