@@ -28,6 +28,7 @@ from daemon.model.engine import (
     watermark_payload,
 )
 from daemon.model.text import MiniLMText, conditioning_text
+from daemon.model.windows import WindowSettings
 from tests.engine_weights import random_tiny_weights
 from tests.frontend_media import moving_box_frames, write_video
 
@@ -201,6 +202,25 @@ def test_long_and_low_memory_requests_are_generated_in_windows(engine, video):
     assert audio.samples.shape == (2, 6 * OUTPUT_RATE)
     sampling = [(step, total) for stage, step, total in events if stage == "sampling"]
     assert sampling == [(k, 4) for k in range(1, 5)]  # two 4 s windows x 2 steps
+
+
+@pytest.mark.parametrize("max_single_s", [None, 16.0])
+def test_low_memory_samples_in_half_windows_whatever_the_one_piece_limit(engine, video,
+                                                                         monkeypatch, max_single_s):
+    """Low memory is smaller pieces for a small accelerator: 4 s windows and one sampling of at
+    most 5 s, also where more is sampled in one piece otherwise (`max_single_s`). A 6 s clip
+    lies between the two: sampled whole when ordinary, batched with its equals (before, a
+    low-memory request beside them made the engine refuse to batch them), and in two windows
+    when low on memory."""
+    monkeypatch.setattr(engine, "windows", WindowSettings(max_single_s=max_single_s))
+    six = [ClipRequest((Segment(video, 1.0, 6.0, speed=0.0),), steps=2, low_memory=low)
+           for low in (False, False, True)]
+    events = []
+    audio = engine.generate_batch(six, lambda *e: events.append(e), _never)
+    assert [a.samples.shape for a in audio] == [(2, 6 * OUTPUT_RATE)] * 3
+    sampling = [(step, total) for stage, step, total in events if stage == "sampling"]
+    # The ordinary pair in one sampling of 2 steps, then the low-memory clip: 2 windows x 2 steps.
+    assert sampling == [(k, 6) for k in range(1, 7)]
 
 
 def test_a_clip_of_exactly_the_single_window_limit_is_sampled_in_one_window(engine, video):

@@ -66,8 +66,7 @@ from daemon.model.windows import (
     Window,
     WindowSettings,
     generate_latents,
-    plan_windows,
-    start_granularity,
+    plan_clip_windows,
     window_conditions,
 )
 
@@ -376,10 +375,10 @@ class V2AEngine:
 
         # Batch together what can share a sampling: equal length, steps and guidance, short
         # enough for one window; low-memory requests go one at a time.
-        single_limit = self._single_window_limit(any(r.low_memory for r in requests))
+        single_limit = self.windows.single_limit(network.config)
         groups: dict[tuple, list[int]] = {}
         for i, (request, plan) in enumerate(zip(requests, plans, strict=True)):
-            batchable = plan.latent_len <= single_limit and not request.low_memory
+            batchable = not request.low_memory and plan.latent_len <= single_limit
             key = (plan.latent_len, request.steps, request.cfg) if batchable else ("alone", i)
             groups.setdefault(key, []).append(i)
 
@@ -431,32 +430,18 @@ class V2AEngine:
         progress("decoding_audio", len(requests), len(requests))
         return results  # type: ignore[return-value]
 
-    def _single_window_limit(self, low_memory: bool) -> int:
-        c = self.network.config
-        window_s = self.windows.window_s or c.window_s
-        if low_memory:
-            window_s /= 2
-        max_single = self.windows.max_single_s or 1.25 * window_s
-        return c.seq_lens_for(max_single)[0]
-
     def _window_settings(self, request: ClipRequest) -> WindowSettings:
         if not request.low_memory:
             return self.windows
-        window_s = (self.windows.window_s or self.network.config.window_s) / 2
-        return WindowSettings(window_s=window_s, overlap_s=min(self.windows.overlap_s, window_s / 4))
+        return self.windows.for_low_memory(self.network.config)
 
     def _steps_for(self, request: ClipRequest, plan: SamplingPlan) -> int:
         """Sampler steps the request will take (steps x windows), planned the way
         `windows.generate_latents` plans them, so progress totals are exact."""
         settings = self._window_settings(request)
-        c = self.network.config
-        window_s = settings.window_s or c.window_s
-        if plan.latent_len <= c.seq_lens_for(settings.max_single_s or 1.25 * window_s)[0]:
+        if plan.latent_len <= settings.single_limit(self.network.config):
             return request.steps
-        overlap = max(1, round(settings.overlap_s * c.latent_rate))
-        windows = plan_windows(plan.latent_len, round(window_s * c.latent_rate), overlap,
-                               start_granularity(self.network, limit=max(1, overlap // 2)))
-        return request.steps * len(windows)
+        return request.steps * len(plan_clip_windows(self.network, plan.latent_len, settings))
 
     def _prepare(self, request: ClipRequest, progress: ProgressFn, index: int, count: int) -> SamplingPlan:
         """Decode the picture and compute every condition of one request."""

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
 
-from .config import SYNC_SEGMENT
+from .config import SYNC_SEGMENT, NetworkConfig
 from .flow import RENOISE, Guidance, StepProgress, make_generator, sample
 from .network import InputShapeError, V2ANetwork
 
@@ -43,6 +43,25 @@ class WindowSettings:
             raise ValueError(f"hold_fraction must be in [0, 1], got {self.hold_fraction}")
         if self.overlap_s <= 0:
             raise ValueError(f"overlap_s must be positive, got {self.overlap_s}")
+
+    def window_seconds(self, config: NetworkConfig) -> float:
+        """As set, else the network's trained window."""
+        return self.window_s or config.window_s
+
+    def single_limit(self, config: NetworkConfig) -> int:
+        """Most latent tokens sampled in one piece (those of a `max_single_s` clip, else of
+        1.25 windows); a longer clip is sampled in windows. The sampler, the engine's batching
+        and its progress totals all take the limit from here."""
+        return config.seq_lens_for(self.max_single_s or 1.25 * self.window_seconds(config))[0]
+
+    def for_low_memory(self, config: NetworkConfig) -> WindowSettings:
+        """The settings for a request retried after the accelerator ran out of memory: windows
+        of half the length, overlapping by at most a quarter of one, and one sampling of at
+        most 1.25 of them. A `max_single_s` is not kept: it was chosen for full-size windows,
+        and sampling such a clip in one piece again is what may not fit."""
+        window_s = self.window_seconds(config) / 2
+        return replace(self, window_s=window_s, overlap_s=min(self.overlap_s, window_s / 4),
+                       max_single_s=None)
 
 
 @dataclass(frozen=True)
@@ -90,6 +109,15 @@ def plan_windows(total: int, window: int, overlap: int, granularity: int = 1) ->
     return windows
 
 
+def plan_clip_windows(network: V2ANetwork, latent_seq_len: int, settings: WindowSettings
+                      ) -> list[Window]:
+    """The windows a clip longer than `settings.single_limit` is sampled in."""
+    c = network.config
+    overlap = max(1, round(settings.overlap_s * c.latent_rate))
+    return plan_windows(latent_seq_len, round(settings.window_seconds(c) * c.latent_rate), overlap,
+                        start_granularity(network, limit=max(1, overlap // 2)))
+
+
 def _slice_rows(x: Tensor, start: int, stop: int) -> Tensor:
     """Rows [start, stop) of x (B, L, C), repeating the last row where the sequence ends early
     (front ends round the clip's length up or down by a frame)."""
@@ -132,8 +160,6 @@ def generate_latents(network: V2ANetwork, clip_f: Tensor, sync_f: Tensor, text_f
     """
     settings = settings or WindowSettings()
     c = network.config
-    window_s = settings.window_s or c.window_s
-    max_single_s = settings.max_single_s or 1.25 * window_s
     expected_sync = latent_seq_len / c.latent_rate * c.sync_rate
     if sync_f.shape[1] < 0.9 * expected_sync or clip_f.shape[1] < 0.9 * (
             latent_seq_len / c.latent_rate * c.clip_rate):
@@ -143,7 +169,7 @@ def generate_latents(network: V2ANetwork, clip_f: Tensor, sync_f: Tensor, text_f
             f"sync tokens, got {clip_f.shape[1]} and {sync_f.shape[1]}"
         )
 
-    if latent_seq_len <= c.seq_lens_for(max_single_s)[0]:  # tokens of a max_single_s clip
+    if latent_seq_len <= settings.single_limit(c):
         whole = Window(0, latent_seq_len, 0)
         clip, sync, offset = window_conditions(network, clip_f, sync_f, whole)
         return sample(network, clip, sync, text_f, latent_seq_len=latent_seq_len,
@@ -151,10 +177,7 @@ def generate_latents(network: V2ANetwork, clip_f: Tensor, sync_f: Tensor, text_f
                       clip_offset=offset, prompted=prompted, guidance=guidance,
                       renoise=renoise, progress=progress, cancelled=cancelled)
 
-    window = round(window_s * c.latent_rate)
-    overlap = max(1, round(settings.overlap_s * c.latent_rate))
-    plan = plan_windows(latent_seq_len, window, overlap,
-                        start_granularity(network, limit=max(1, overlap // 2)))
+    plan = plan_clip_windows(network, latent_seq_len, settings)
     device = network.latent_mean.device
     generator = make_generator(device, seed)  # one stream for all windows: reproducible
     b = clip_f.shape[0]
