@@ -170,6 +170,8 @@ def cmd_status(args) -> int:
     cap = status.get("cache_max_bytes")
     cap_text = f"cap {cap / 2**30:g} GiB" if cap else "no cap"
     print(f"cache    {status['cache_dir']} ({status.get('cache_bytes', 0) / 2**30:.2f} GiB, {cap_text})")
+    if status.get("max_message_bytes"):
+        print(f"requests up to {status['max_message_bytes'] / 2**20:g} MiB (--max-message-mb)")
     return 0
 
 

@@ -17,11 +17,18 @@ Silence is not trusted: a request that gets no answer within `timeout` seconds r
 the client pings the daemon whenever it has been quiet that long. When a ping meets a daemon
 restarted since it accepted a job, the job is sent again under the same id (the new daemon
 answers from its journal or runs it); host UIs get the same by calling `ping()` now and then.
+
+Nor is a request the daemon cannot take sent: every pong and status reply states the daemon's
+size limit (its ``--max-message-mb``), and a request over it ends at once with a ``too_large``
+`error` event of the client's own (`MessageTooLarge` from the blocking calls), which says what to
+do. Requests up to `MIN_MAX_MESSAGE_BYTES` go straight out, as every daemon takes them; a larger
+one sent before the client has heard the limit waits for the answer to a ping the client sends.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import time
 import uuid
@@ -31,11 +38,20 @@ from dataclasses import dataclass, field
 
 import zmq
 
-from .wire import PROTOCOL_VERSION, WireError, decode, encode, make_header, validate_header
+from .wire import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    MIN_MAX_MESSAGE_BYTES,
+    PROTOCOL_VERSION,
+    WireError,
+    decode,
+    encode,
+    make_header,
+    validate_header,
+)
 
 __all__ = [
-    "Client", "Event", "V2AError", "DaemonUnavailable", "DaemonError", "ProtocolMismatch",
-    "WaitTimeout", "DEFAULT_ENDPOINT",
+    "Client", "Event", "V2AError", "DaemonUnavailable", "DaemonError", "MessageTooLarge",
+    "ProtocolMismatch", "WaitTimeout", "DEFAULT_ENDPOINT",
 ]
 
 DEFAULT_ENDPOINT = os.environ.get("V2A_ENDPOINT", "tcp://127.0.0.1:5755")
@@ -43,6 +59,8 @@ MAX_REPLY_BYTES = 1024 * 1024 * 1024
 """Replies carry audio: a 10-minute stereo 24-bit WAV is ~170 MB."""
 NON_FINAL_EVENTS = frozenset({"accepted", "progress", "clip_done"})
 JOB_TYPES = frozenset({"generate", "generate_timeline"})
+LIMIT_STATED_IN = frozenset({"pong", "status_reply"})
+"""Replies that carry the daemon's `max_message_bytes`."""
 # Plain ints: pyzmq's enum arithmetic shows up in the per-request profile.
 _EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
 
@@ -80,6 +98,12 @@ class DaemonError(V2AError):
         self.code = code
         self.message = message
         self.clip = clip
+
+
+class MessageTooLarge(DaemonError):
+    """A request larger than the daemon accepts (its ``--max-message-mb``), code ``too_large``:
+    refused by the client without sending it, or by the daemon. The message gives both sizes
+    and what to do: start the daemon with a larger ``--max-message-mb`` or send less."""
 
 
 @dataclass
@@ -120,6 +144,12 @@ class Client:
         self._context = context or zmq.Context.instance()
         self._events: deque[Event] = deque()
         self._unfinished: dict[str, _UnfinishedJob] = {}
+        self._daemon_limit: int | None = None
+        """The daemon's max_message_bytes from its latest pong or status reply; None: not heard."""
+        self._held: list[tuple[str, str, list]] = []
+        """(id, type, frames) of requests over MIN_MAX_MESSAGE_BYTES waiting for the limit."""
+        self._limit_probe: str | None = None
+        """The id of the client's own ping asking for the limit, while unanswered."""
         self._socket: zmq.Socket | None = None
         self._connect()
 
@@ -148,10 +178,14 @@ class Client:
         sock.curve_secretkey = secret
 
     def _reset(self) -> None:
-        """Drop the socket so requests queued for a dead daemon are not delivered later."""
+        """Drop the socket so requests queued for a dead daemon are not delivered later. The
+        daemon that answers next may have another size limit: held requests ask it again."""
         if self._socket is not None:
             self._socket.close(0)
         self._connect()
+        self._daemon_limit = self._limit_probe = None
+        if self._held:
+            self._probe_limit()
 
     def close(self) -> None:
         if self._socket is not None:
@@ -171,31 +205,82 @@ class Client:
     ) -> str:
         """Send a request without waiting; returns its id. Re-sending an id the daemon knows
         re-attaches to that job instead of starting another."""
-        rid = request_id or f"{self._id_prefix}-{next(self._id_counter)}"
+        rid = request_id or self._new_id()
         body = body or {}
-        self._send(rid, type, body, priority)
+        frames = self._frames(rid, type, body, priority)
         if type in JOB_TYPES:
             self._unfinished[rid] = _UnfinishedJob(type, body, priority, time.monotonic())
+        self._send(rid, type, frames)
         return rid
 
-    def _send(self, rid: str, type: str, body: dict, priority: int) -> None:
+    def _new_id(self) -> str:
+        return f"{self._id_prefix}-{next(self._id_counter)}"
+
+    def _frames(self, rid: str, type: str, body: dict, priority: int) -> list:
         header = make_header(rid, type, session=self.session, priority=priority or None)
         try:
             validate_header(header)
         except WireError as exc:
             # The daemon would refuse it under no id this client waits for: say so now.
             raise V2AError(f"cannot send this {type!r} request: {exc}") from None
-        self._socket.send_multipart(encode(header, body), copy=False)
+        return encode(header, body)
+
+    def _send(self, rid: str, type: str, frames: list) -> None:
+        """Send a request the daemon can take. One over its size limit ends here with a
+        too_large error event; one over the size every daemon takes, while the limit is not
+        known yet, is held until the daemon states it."""
+        size = sum(len(frame) for frame in frames)
+        if size > MIN_MAX_MESSAGE_BYTES:
+            if self._daemon_limit is None:
+                self._held.append((rid, type, frames))
+                self._probe_limit()
+                return
+            if size > self._daemon_limit:
+                self._refuse_too_large(rid, type, size)
+                return
+        self._socket.send_multipart(frames, copy=False)
+
+    def _probe_limit(self) -> None:
+        if self._limit_probe is None:
+            self._limit_probe = self._new_id()
+            self._socket.send_multipart(
+                encode(make_header(self._limit_probe, "ping", session=self.session)), copy=False
+            )
+
+    def _learn_limit(self, reply: dict) -> None:
+        """Note the daemon's size limit and send (or refuse) the requests held for it."""
+        limit = reply.get("max_message_bytes")
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
+            limit = DEFAULT_MAX_MESSAGE_BYTES  # daemons before the field had this, unless told
+        self._daemon_limit = limit
+        held, self._held = self._held, []
+        now = time.monotonic()
+        for rid, type, frames in held:
+            job = self._unfinished.get(rid)
+            if job is not None:
+                job.sent = now
+            self._send(rid, type, frames)
+
+    def _refuse_too_large(self, rid: str, type: str, size: int) -> None:
+        limit = self._daemon_limit
+        advice = " (fewer clips at a time)" if type == "generate_timeline" else ""
+        self._unfinished.pop(rid, None)
+        self._events.append(Event(rid, "error", {"code": "too_large", "message": (
+            f"this {type} request is {size:,} bytes, more than the daemon at {self.endpoint} "
+            f"accepts ({limit:,} bytes = {limit / 2**20:g} MiB, its --max-message-mb), so it was "
+            f"not sent. Start the daemon with --max-message-mb {math.ceil(size / 2**20)} or more, "
+            f"or send a smaller request{advice}."
+        )}))
 
     def _resend_jobs_lost_to_a_restart(self, instance: str) -> None:
         """Jobs accepted by an earlier daemon run (or never acknowledged) go to this one under
         the same id: it answers from its journal if they finished, else runs them."""
         now = time.monotonic()
-        for rid, job in self._unfinished.items():
+        for rid, job in list(self._unfinished.items()):  # a job too large for it ends here
             unacknowledged = job.instance is None and now - job.sent > self.timeout
             if (job.instance is not None and job.instance != instance) or unacknowledged:
-                self._send(rid, job.type, job.body, job.priority)
                 job.instance, job.sent = instance, now
+                self._send(rid, job.type, self._frames(rid, job.type, job.body, job.priority))
 
     def poll(self, timeout: float = 0.0) -> list[Event]:
         """Every event that has arrived (waiting up to `timeout` s for the first); never blocks
@@ -278,6 +363,13 @@ class Client:
                     ) from None
                 raise V2AError(f"unreadable message from the daemon at {self.endpoint}: {exc}") from None
             event = Event(message.id, message.type, message.body, message.blobs)
+            if event.type in LIMIT_STATED_IN:
+                self._learn_limit(event.body)
+            if event.id == self._limit_probe:
+                self._limit_probe = None
+                if self._daemon_limit is None:  # no pong: the daemon could not say
+                    self._learn_limit({})
+                continue  # the client's own question, not its caller's
             job = self._unfinished.get(event.id)
             if job is not None:
                 if event.final:
@@ -396,6 +488,8 @@ def _error_from(event: Event) -> V2AError:
     body = event.body
     if body.get("code") == "version_mismatch":
         return ProtocolMismatch(body.get("message", "protocol version mismatch"))
+    if body.get("code") == "too_large":
+        return MessageTooLarge("too_large", str(body.get("message", "")), body.get("clip"))
     return DaemonError(
         str(body.get("code", "internal")), str(body.get("message", "")), body.get("clip")
     )

@@ -29,7 +29,11 @@ VERSION_PREFIX = b"v2a/"
 VERSION_FRAME = VERSION_PREFIX + str(PROTOCOL_VERSION).encode()
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-"""All frames of one message together; configurable on both ends."""
+"""All frames of one message together; configurable on both ends. The daemon's is its
+``--max-message-mb``, stated as ``max_message_bytes`` in its pong and status reply."""
+MIN_MAX_MESSAGE_BYTES = 1024 * 1024
+"""Every daemon accepts requests this large (it refuses to start with a smaller limit), so a
+client sends them without knowing the daemon's limit; only larger ones wait until it knows."""
 MAX_HEADER_BYTES = 16 * 1024
 MAX_BLOBS = 256
 MAX_ID_CHARS = 128

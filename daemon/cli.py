@@ -2,7 +2,7 @@
 
     v2a-daemon --bind tcp://127.0.0.1:5755 --device auto --cache-dir DIR --keep-alive 300 \
                --engine daemon.model.engine:V2AEngine [--curve-keys DIR] \
-               [--cache-max-gb 20] [--max-queue 256]
+               [--cache-max-gb 20] [--max-queue 256] [--max-message-mb 64]
 
 SIGINT/SIGTERM stop it cleanly: no new jobs, the running job is cancelled (or finished with
 ``--on-exit finish``), then it exits 0.
@@ -88,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--curve-keys", type=Path, default=None, metavar="DIR",
                         help="CURVE keys from `v2a keys create DIR`; required for non-loopback binds")
     parser.add_argument("--max-message-mb", type=float, default=DEFAULT_MAX_MESSAGE_BYTES / 2**20,
-                        help="largest accepted message in MiB (default %(default)g)")
+                        help="largest accepted request in MiB, all frames together, at least 1; "
+                        "pong and status state it, so clients refuse larger ones (default %(default)g)")
     parser.add_argument("--on-exit", choices=["cancel", "finish"], default="cancel",
                         help="on SIGINT/SIGTERM: cancel the running job or let it finish")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])

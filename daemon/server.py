@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import itertools
 import logging
+import math
 import os
 import threading
 import time
@@ -54,6 +55,10 @@ tests check their shape against the schemas); everything else sent is validated.
 # Plain ints: pyzmq's enum arithmetic shows up in the per-request profile.
 _EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
 _BATCH = 256
+_FRAME_HEADROOM = 2
+"""libzmq drops, unanswered, a connection whose frame exceeds the socket's cap; the cap is this
+many times the message limit, so a request somewhat over the limit is still read and answered
+`too_large` (the client never sends one it knows to be too large)."""
 _counter = itertools.count()
 
 
@@ -74,6 +79,8 @@ class ServerConfig:
     keep_alive: float = 300.0
     curve_keys: Path | None = None
     max_message_bytes: int = wire.DEFAULT_MAX_MESSAGE_BYTES
+    """Largest request, all frames together (--max-message-mb); at least
+    wire.MIN_MAX_MESSAGE_BYTES. Pong and status state it, so clients refuse larger ones."""
     finish_running_on_exit: bool = False
     """On SIGINT/SIGTERM: let the running job finish (True) or cancel it (False)."""
     cache_max_bytes: int = DEFAULT_CACHE_MAX_BYTES
@@ -134,11 +141,17 @@ class Server:
             check_bind(self.config.bind, self.config.curve_keys)
         except SecurityError as exc:
             raise StartupError(str(exc)) from None
+        limit = self.config.max_message_bytes
+        if limit < wire.MIN_MAX_MESSAGE_BYTES:
+            raise StartupError(
+                f"--max-message-mb {limit / 2**20:g} is too small: clients send requests of up to "
+                f"{wire.MIN_MAX_MESSAGE_BYTES / 2**20:g} MiB without asking; use at least that"
+            )
         if self.config.bind.startswith("ipc://"):
             self._refuse_if_served(self.config.bind)
         router = self.context.socket(zmq.ROUTER)
         router.linger = 2000
-        router.maxmsgsize = self.config.max_message_bytes
+        router.maxmsgsize = limit * _FRAME_HEADROOM
         router.router_handover = True  # a client reconnecting under its identity takes over
         router.sndhwm = router.rcvhwm = 10_000
         if self.config.curve_keys is not None:
@@ -293,8 +306,11 @@ class Server:
             message = wire.decode(frames[1:], max_message_bytes=self.config.max_message_bytes)
         except wire.WireError as exc:
             request_id = exc.message.id if exc.message is not None else "unknown"
-            log.warning("refused a message (%s): %s", exc.code, exc.text)
-            self._reply(identity, request_id, "error", {"code": exc.code, "message": exc.text})
+            text = exc.text
+            if exc.code == "too_large":
+                text += self._size_advice(sum(len(f) for f in frames[1:]))
+            log.warning("refused a message (%s): %s", exc.code, text)
+            self._reply(identity, request_id, "error", {"code": exc.code, "message": text})
             return
         try:
             self._dispatch(identity, message)
@@ -307,13 +323,21 @@ class Server:
                 "code": "internal", "message": f"{type(exc).__name__}: {exc} (see the daemon log)",
             })
 
+    def _size_advice(self, size: int) -> str:
+        """What to do about a request over --max-message-mb ("" for a too-large header)."""
+        limit = self.config.max_message_bytes
+        if size <= limit:
+            return ""
+        return (f"; this daemon takes requests of up to {limit / 2**20:g} MiB: start it with "
+                f"--max-message-mb {math.ceil(size / 2**20)} or more, or send a smaller request")
+
     def _dispatch(self, identity: bytes, message: wire.Message) -> None:
         request = parse_request(message.type, message.body)
         rid, kind = message.id, message.type
         if kind == "ping":
             self._reply(identity, rid, "pong", {
                 "protocol": PROTOCOL_VERSION, "version": daemon.__version__, "time": time.time(),
-                "instance": self.instance,
+                "instance": self.instance, "max_message_bytes": self.config.max_message_bytes,
             })
         elif kind == "status":
             self._reply(identity, rid, "status_reply", self.status())
@@ -341,6 +365,7 @@ class Server:
             "keep_alive_s": float(self.config.keep_alive), "cache_dir": str(self.store.root),
             "cache_bytes": self.store.size_bytes, "cache_max_bytes": self.store.max_bytes,
             "max_queue": self.config.max_queue if self.config.max_queue > 0 else None,
+            "max_message_bytes": self.config.max_message_bytes,
             "uptime_s": round(time.time() - self.started_at, 3),
             "curve": self.config.curve_keys is not None,
         }

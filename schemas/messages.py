@@ -25,7 +25,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
-from bridge.wire import MAX_ID_CHARS, PRIORITY_RANGE, PROTOCOL_VERSION
+from bridge.wire import MAX_ID_CHARS, MIN_MAX_MESSAGE_BYTES, PRIORITY_RANGE, PROTOCOL_VERSION
 
 __all__ = [
     "ERROR_CODES", "EVENTS", "JOB_STATES", "REQUESTS", "RESULT", "PROTOCOL_VERSION",
@@ -51,7 +51,9 @@ ERROR_CODES = {
     "bad_frames": "the message did not have [version, header, body, *blobs] frames",
     "not_v2a": "the first frame was not a V2A protocol version",
     "version_mismatch": "client and daemon speak different protocol versions",
-    "too_large": "the message exceeded the daemon's size limit",
+    "too_large": "the request exceeded the daemon's size limit (its --max-message-mb, stated "
+                 "in pong and status_reply as max_message_bytes); the client refuses such a "
+                 "request without sending it once it knows the limit",
     "bad_msgpack": "a frame was not acceptable msgpack",
     "bad_header": "the header was missing or had mistyped fields",
     "unknown_type": "the request type does not exist",
@@ -262,6 +264,11 @@ class Pong(_Body):
         description="this daemon run; a client whose job was accepted by another instance "
                     "re-sends it (same id)"
     )
+    max_message_bytes: int = Field(
+        ge=MIN_MAX_MESSAGE_BYTES,
+        description="the largest request this daemon accepts, all frames together (its "
+                    "--max-message-mb); daemons before this field leave it out: take 64 MiB",
+    )
 
 
 class Memory(_Body):
@@ -307,6 +314,11 @@ class StatusReply(_Body):
     )
     max_queue: int | None = Field(
         ge=1, description="queued jobs beyond which new ones get queue_full; null = no limit"
+    )
+    max_message_bytes: int = Field(
+        ge=MIN_MAX_MESSAGE_BYTES,
+        description="the largest request this daemon accepts, all frames together (its "
+                    "--max-message-mb); daemons before this field leave it out: take 64 MiB",
     )
     uptime_s: float
     curve: bool

@@ -26,6 +26,7 @@ import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 
 from plugins.blender.build import stage_addon  # noqa: E402
+from tests.daemon_harness import running_server  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 NTSC = fractions.Fraction(30000, 1001)
@@ -651,6 +652,31 @@ def test_daemon_not_running_gives_a_clear_message(edit, movies, addon):
     assert "not answering" in message and "v2a-daemon --bind" in message
     assert _runner(addon).state.daemon == "not answering"
     assert _strips(edit, "SOUND") == {}
+
+
+def test_an_edit_too_large_for_the_daemon_is_not_sent_and_the_panel_says_why(edit, addon,
+                                                                            tmp_path):
+    """A daemon started with a small --max-message-mb: the add-on's ping tells the client the
+    limit, the request is refused before it is sent, and the panel says what to do."""
+    session, runner = addon.session, _runner(addon)
+    job = session.TimelineJob(
+        body={"otio": "x" * (3 * 2**19), "media_dir": str(tmp_path / "v2a")}, scene=edit.name,
+        blend=bpy.data.filepath, origin=1, rate=30000 / 1001, strips=1)
+    try:
+        with running_server(tmp_path / "cache", max_message_bytes=2**20) as server:
+            runner.generate(session.Connection(endpoint=server.endpoint, start_daemon=False),
+                            job)
+            _drive(addon, _idle(addon), timeout=10)
+            assert server.jobs.counts()["jobs"] == 0
+        message = runner.state.message
+        assert message.startswith("Generation failed: this generate_timeline request is"), message
+        assert "--max-message-mb 2 or more" in message and "fewer clips" in message
+        labels = [kw.get("text", "") for name, kw in _draw_panel(addon) if name == "label"]
+        assert any("--max-message-mb" in label for label in labels)  # the flag is not split
+        assert message.replace(" ", "") in "".join(labels).replace(" ", "")
+        assert _strips(edit, "SOUND") == {}
+    finally:
+        runner.close()  # the next test talks to the module's daemon from a clean state
 
 
 def test_connect_shows_the_daemon_status(addon, connected):

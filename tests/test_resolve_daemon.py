@@ -21,7 +21,13 @@ from plugins.resolve.v2a_resolve import (
     generate_for_timeline,
     run_from_menu,
 )
-from tests.daemon_harness import REPO, daemon_command, free_tcp_endpoint, wait_until_answering
+from tests.daemon_harness import (
+    REPO,
+    daemon_command,
+    free_tcp_endpoint,
+    running_server,
+    wait_until_answering,
+)
 from tests.engines import ToneEngine
 from tests.fake_resolve import EXPORT_OTIO, FakeBmd, FakeFusion, FakeResolve, FakeUIManager
 from tests.fake_resolve.media import edit_timeline, make_movie
@@ -259,6 +265,37 @@ def test_cancel_in_the_dialog_stops_the_job_and_touches_nothing(slow_daemon, foo
     assert seen["running button"] == "Cancel" and "%" in str(seen["running"])
     assert seen["after"] == "Cancelled." and seen["after button"] == "Close"
     assert timeline.GetTrackCount("audio") == 1
+
+
+def test_a_timeline_too_large_for_the_daemon_is_not_sent_and_the_dialog_says_why(footage,
+                                                                                 tmp_path):
+    """A daemon started with a small --max-message-mb and a long cut: the plugin learns the
+    limit through the client, and the dialog says what to do instead of waiting for ever."""
+    resolve = FakeResolve()
+    shots = [{"path": footage[0], "record": 2 * n, "in": 0, "out": 2} for n in range(800)]
+    project, timeline = edit_timeline(resolve, "Long cut", "23.976", shots)
+    seen: dict[str, object] = {}
+
+    def look_then_close(window):
+        seen["progress"] = window.Find("Progress").Text
+        seen["generate_enabled"] = window.Find("Generate").Enabled
+        window._click("Cancel")  # "Close" again once the job has ended
+
+    with running_server(tmp_path / "cache", max_message_bytes=2**20) as server:
+        settings = tmp_path / "V2A Generate.json"
+        settings.write_text(f'{{"endpoint": "{server.endpoint}", "answer_timeout_s": 20}}')
+        manager = FakeUIManager([(0.05, lambda w: w._click("Generate")),
+                                 (1.5, look_then_close)], max_run_s=30)
+        report = run_from_menu(resolve, fu=FakeFusion(manager), bmd=FakeBmd(),
+                               settings_path=str(settings))
+        assert server.jobs.counts()["jobs"] == 0  # it never reached the daemon
+    assert report is None
+    progress = str(seen["progress"])
+    assert "too_large" in progress and "more than the daemon" in progress, progress
+    assert "--max-message-mb 2 or more" in progress and "fewer clips" in progress
+    assert seen["generate_enabled"] is True
+    assert timeline.GetTrackCount("audio") == 1
+    assert max(manager.handler_seconds) < 1.0
 
 
 def _generation_under_way(resolve, footage, endpoint):

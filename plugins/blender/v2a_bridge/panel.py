@@ -16,7 +16,8 @@ _WRAP = 48
 
 def _wrapped(layout, text: str, icon: str = "NONE") -> None:
     follow = "BLANK1" if icon != "NONE" else "NONE"  # keeps wrapped lines aligned
-    for i, line in enumerate(textwrap.wrap(text, _WRAP) or [""]):
+    # Whole words only: a flag such as --max-message-mb or a path must stay readable.
+    for i, line in enumerate(textwrap.wrap(text, _WRAP, break_on_hyphens=False) or [""]):
         layout.label(text=line, icon=icon if i == 0 else follow)
 
 
