@@ -7,11 +7,14 @@ Incremental re-runs: each take is keyed by what made it (media content fingerpri
 speed, prompts, seed, steps, cfg, model and weights hash); a key already known comes from the
 WAV already in `media_dir` or from the daemon's keyed cache without touching the engine.
 Files are written whole (temporary name, then rename) so a cancel never leaves half a WAV.
+A media_dir that refuses a file (disk full, read-only, no permission, path too long) ends the job
+with `output_error`; the clips delivered before it stay there, and the message names them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -40,6 +43,8 @@ CACHE_VERSION = 1
 BATCH_LIMIT = 8
 """Most equal-length requests handed to the engine at once on a GPU."""
 _FINGERPRINT_BYTES = 64 * 1024
+_NAMED_CLIPS = 8
+"""Most clips an `output_error` names (their clip_done events name them all)."""
 
 
 @dataclass
@@ -59,6 +64,8 @@ class _ClipState:
     takes: dict[int, Take] = field(default_factory=dict)
     cached: bool = True
     failed: bool = False
+    delivered: bool = False
+    """Every take is in media_dir and its clip_done was sent."""
 
 
 def run_generate_timeline(ctx) -> dict:
@@ -85,8 +92,9 @@ def run_generate_timeline(ctx) -> dict:
         media_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise JobFailed(
-            "invalid_request", f"media_dir {media_dir} cannot be created: {exc}; pick a folder "
-            "the daemon can write to"
+            "output_error",
+            f"the media folder {media_dir} cannot be created ({exc.strerror or exc}); "
+            f"{_output_advice(exc)}",
         ) from exc
 
     count = len(plan.jobs)
@@ -220,12 +228,12 @@ def _deliver_known(ctx, work: list[_Work], states, count) -> list[_Work]:
     it (written out now). Returns the takes that still need the engine."""
     pending = []
     for w in work:
-        if w.path.is_file() and w.path.stat().st_size > 44:
+        if _in_media_dir(ctx, w, states, count):
             _take_done(ctx, w, states, count, cached=True)
             continue
         data = ctx.store.get_blob(w.key)
         if data is not None:
-            _write_atomically(w.path, data)
+            _write_take(ctx, w, data, states, count)
             _take_done(ctx, w, states, count, cached=True)
             continue
         pending.append(w)
@@ -277,8 +285,8 @@ def _generate(ctx, group: list[_Work], states, failed, count) -> None:
             seed=w.request.seed,
             extra={"clip": w.job.label, "prompt": w.request.prompt},
         )
-        ctx.store.put_blob(w.key, data)
-        _write_atomically(w.path, data)
+        ctx.store.put_blob(w.key, data)  # first: a take media_dir refuses is not made again
+        _write_take(ctx, w, data, states, count)
         _take_done(ctx, w, states, count, cached=False)
 
 
@@ -294,6 +302,7 @@ def _take_done(ctx, w: _Work, states, count, *, cached: bool) -> None:
     state.takes[w.take] = Take(file=str(w.path), seed=w.request.seed)
     state.cached = state.cached and cached
     if len(state.takes) == ctx.request.takes and not state.failed:
+        state.delivered = True
         ctx.progress("writing", 1, 1, clip=w.job.label, clip_index=w.job.index, clip_count=count)
         ctx.emit(
             "clip_done",
@@ -305,6 +314,52 @@ def _take_done(ctx, w: _Work, states, count, *, cached: bool) -> None:
                 "cached": state.cached,
             },
         )
+
+
+def _in_media_dir(ctx, w: _Work, states, count) -> bool:
+    """Whether an earlier run already wrote this take into media_dir."""
+    try:
+        return w.path.is_file() and w.path.stat().st_size > 44
+    except OSError as exc:  # a path too long for the file system, a folder it cannot read
+        raise _output_failed(ctx, w, exc, states, count) from exc
+
+
+def _write_take(ctx, w: _Work, data: bytes, states, count) -> None:
+    try:
+        _write_atomically(w.path, data)
+    except OSError as exc:
+        raise _output_failed(ctx, w, exc, states, count) from exc
+
+
+def _output_failed(ctx, w: _Work, exc: OSError, states, count) -> JobFailed:
+    """The job's error when media_dir refuses a take: the folder, the reason, what to do, and
+    the clips delivered before it, which stay there (a run in that folder reuses them)."""
+    written = [s.job.label for s in states.values() if s.delivered]
+    if written:
+        named = ", ".join(written[:_NAMED_CLIPS])
+        if len(written) > _NAMED_CLIPS:
+            named += f" and {len(written) - _NAMED_CLIPS} more"
+        kept = (
+            f"{len(written)} of {count} clips were written there before it and stay (their "
+            "clip_done events name the files; running the job again in that folder reuses "
+            f"them): {named}"
+        )
+    else:
+        kept = "no clip was written before it"
+    return JobFailed(
+        "output_error",
+        f"could not write the sound of {w.job.label} into the media folder "
+        f"{ctx.request.media_dir} ({exc.strerror or exc}); {_output_advice(exc)}. {kept}",
+        w.job.label,
+    )
+
+
+def _output_advice(exc: OSError) -> str:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "free space on its disk or choose another media folder"
+    if exc.errno == errno.ENAMETOOLONG:
+        return "choose a media folder with a shorter path"
+    return "choose a media folder the daemon can write to"
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

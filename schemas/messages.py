@@ -67,6 +67,9 @@ ERROR_CODES = {
     "queue_full": "the daemon's queue already holds --max-queue jobs; wait or cancel some",
     "out_of_memory": "the accelerator ran out of memory, also in low-memory mode",
     "media_error": "the picture could not be read",
+    "output_error": "the generated audio could not be written into the job's media_dir (disk "
+                    "full, read-only or forbidden folder, path too long); the message names the "
+                    "folder, the reason, what to do and the clips written before it, which stay",
     "engine_error": "the engine failed to load or to generate",
     "unsupported": "the daemon does not offer this yet",
     "internal": "a bug in the daemon; the daemon kept running",

@@ -41,18 +41,24 @@ def make_media(folder: Path, name: str = "shot.mov") -> str:
 
 
 @contextlib.contextmanager
-def full_disk(folder: Path):
+def full_disk(folder: Path, *, after: int = 0):
     """Files written under `folder` meet a full disk: each is created, and its bytes are refused
     with ENOSPC by the kernel (its descriptor is turned onto /dev/full). Covers every
-    write-then-rename (`tempfile.mkstemp`) there: the store's objects and keys."""
+    write-then-rename (`tempfile.mkstemp`) there: the store's objects and keys, a timeline's
+    WAVs in its media_dir. `after`: the disk fills up only once that many files were written."""
     if not os.path.exists("/dev/full"):
         pytest.skip("needs /dev/full to stand in for a full disk")
     folder = Path(folder).resolve()
     real_mkstemp = tempfile.mkstemp
+    written = 0
 
     def mkstemp(*args, dir=None, **kwargs):
+        nonlocal written
         fd, name = real_mkstemp(*args, dir=dir, **kwargs)
         if dir is not None and Path(dir).resolve().is_relative_to(folder):
+            written += 1
+            if written <= after:
+                return fd, name
             full = os.open("/dev/full", os.O_WRONLY)
             os.dup2(full, fd)
             os.close(full)

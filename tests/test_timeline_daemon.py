@@ -244,6 +244,58 @@ def test_a_full_disk_under_the_cache_still_writes_every_clip(media, tmp_path):
     assert not [p for p in cache.rglob("*") if p.name.startswith(".tmp-")]
 
 
+def test_a_full_media_dir_is_a_typed_error_that_keeps_the_clips_written_before_it(media, tmp_path):
+    """media_dir's disk fills up after the first clip: the job ends with `output_error` naming
+    the folder, the reason, what to do and the clip already written, which stays on disk (and
+    in the cache, with the clip that failed: a re-run generates neither again)."""
+    cache, wavs = tmp_path / "cache", tmp_path / "wavs"
+    engine = ToneEngine()
+    with running_server(cache, engine, device="cpu") as server, Client(server.endpoint, timeout=30) as client:
+        events = []
+        with full_disk(wavs, after=1), pytest.raises(DaemonError) as err:
+            client.generate_timeline(otio.adapters.write_to_string(edit(media), "otio_json"),
+                                     str(wavs), on_event=events.append, steps=2)
+        (done,) = [e.body for e in events if e.type == "clip_done"]
+        assert err.value.code == "output_error" and err.value.clip != done["clip"]
+        message = err.value.message
+        assert str(wavs) in message and "No space left on device" in message
+        assert "free space" in message and "another media folder" in message
+        assert "1 of 4 clips were written there before it" in message and done["clip"] in message
+        assert sf.info(done["files"][0]).samplerate == 48000
+        assert [p.name for p in wavs.iterdir()] == [Path(done["files"][0]).name]  # no partial file
+        generated = len(engine.calls)
+        body, events = run(client, edit(media), wavs)
+    # Only the clip the job never reached is generated now.
+    assert [c.segments[0].media for c in engine.calls[generated:]] == [media["c"]]
+    cached = {e.body["index"]: e.body["cached"] for e in events if e.type == "clip_done"}
+    assert cached == {0: True, 1: True, 2: False}
+    assert done["files"][0] in [p["file"] for p in body["placements"]]
+
+
+def test_a_media_dir_path_too_long_for_its_files_is_a_typed_error(daemon, media, tmp_path):
+    client, _ = daemon
+    wavs = tmp_path
+    while len(str(wavs)) < 4000:  # the folder fits in PATH_MAX; its WAVs' full paths do not
+        wavs = wavs / ("d" * min(200, 4000 - len(str(wavs))))
+    wavs.mkdir(parents=True)
+    name = "a rather long clip name " * 4
+    tl = timeline(track(clip(name, 0, 24, media=media["a"], avail=(0, 96))))
+    with pytest.raises(DaemonError) as err:
+        run(client, tl, wavs)
+    assert err.value.code == "output_error" and err.value.clip.startswith(name.strip())
+    assert str(wavs) in err.value.message and "File name too long" in err.value.message
+    assert "shorter path" in err.value.message and "no clip was written" in err.value.message
+
+
+def test_a_media_dir_that_cannot_be_created_is_an_output_error(daemon, media, tmp_path):
+    (tmp_path / "a file").write_bytes(b"")
+    tl = timeline(track(clip("A", 0, 24, media=media["a"], avail=(0, 96))))
+    with pytest.raises(DaemonError) as err:
+        run(daemon[0], tl, tmp_path / "a file" / "wavs")
+    assert err.value.code == "output_error" and "Not a directory" in err.value.message
+    assert str(tmp_path / "a file" / "wavs") in err.value.message
+
+
 def test_bad_timeline_is_a_clear_error(daemon, tmp_path):
     client, _ = daemon
     with pytest.raises(DaemonError) as err:
