@@ -192,6 +192,8 @@ class Worker:
         ctx.progress("load", 1, 1)
 
     def _run_job(self, job: Job) -> None:
+        """Run `job` to its final event. Nothing one job raises ends the worker: an unexpected
+        exception while running it or journaling its result becomes its `internal` error."""
         ctx = JobContext(
             job, self.engine, self.store,
             send=lambda type_, body, blobs: self.post(job.id, type_, body, blobs),
@@ -208,6 +210,7 @@ class Worker:
             else:
                 body, blobs = _run_timeline(ctx), ()
             body = check_event("result", body)
+            self.store.record(job.id, job.kind, "result", body, blobs)
         except Cancelled:
             self._fail(job, CANCELLED, "cancelled", "cancelled by request")
         except JobFailed as exc:
@@ -221,7 +224,6 @@ class Worker:
             log.exception("job %s failed", job.id)
             self._fail(job, FAILED, "internal", f"{type(exc).__name__}: {exc} (see the daemon log)")
         else:
-            self.store.record(job.id, job.kind, "result", body, blobs)
             self.jobs.finish(job, DONE)
             self.post(job.id, "result", body, tuple(blobs))
             log.info("job %s done in %.2f s", job.id, time.monotonic() - started)
@@ -237,7 +239,10 @@ class Worker:
             error = {"code": "shutting_down", "message": "the daemon stopped during this job; send it again", "clip": None}
         else:
             # Journaled so a re-sent id or fetch after a restart tells the same story.
-            self.store.record(job.id, job.kind, "error", error)
+            try:
+                self.store.record(job.id, job.kind, "error", error)
+            except Exception:  # (the store handles OSError) the client still hears the error
+                log.exception("job %s: could not journal its error", job.id)
         self.jobs.finish(job, state, error)
         self.post(job.id, "error", error, ())
         log.info("job %s %s: %s", job.id, state, message)

@@ -372,6 +372,40 @@ def test_a_full_disk_under_the_cache_still_delivers_the_audio(tmp_path, media, c
     assert str(cache) in warning and "--cache-dir" in warning
 
 
+def test_a_job_that_cannot_be_finished_fails_alone_and_the_worker_goes_on(tmp_path, media, caplog):
+    """The journal refuses a final event with something other than OSError (here a body json
+    cannot serialise, refused by the real store): that job ends with `internal` naming the
+    exception, an error that cannot be journaled still reaches its client, and the worker runs
+    the next job (before, the worker thread died and the daemon only answered pings)."""
+    with running_server(tmp_path / "cache") as server, Client(server.endpoint, timeout=5.0) as client:
+        store, record = server.store, server.store.record
+        poisoned = {("unjournaled", "result"), ("unreadable", "error")}
+
+        def record_poisoned(job_id, kind, event, body, blobs=()):
+            if (job_id, event) in poisoned:
+                body = {**body, "unserialisable": object()}
+            return record(job_id, kind, event, body, blobs)
+
+        store.record = record_poisoned
+        body = {"media": media, "start": 0.0, "end": 0.2, "steps": 1}
+        with caplog.at_level(logging.ERROR, logger="v2a.worker"), pytest.raises(DaemonError) as err:
+            client.wait(client.submit("generate", body, request_id="unjournaled"), timeout=20)
+        assert err.value.code == "internal"
+        assert "TypeError: Object of type object is not JSON serializable" in err.value.message
+        assert any(r.exc_info and r.exc_info[0] is TypeError for r in caplog.records)
+        journaled = store.load("unjournaled")  # its error is: only the result was refused
+        assert journaled.event == "error" and journaled.body["message"] == err.value.message
+        with pytest.raises(DaemonError) as err:
+            client.wait(client.submit(
+                "generate", {**body, "media": "/no/such/file.mov"}, request_id="unreadable",
+            ), timeout=20)
+        assert err.value.code == "media_error" and store.load("unreadable") is None
+        assert server.worker.alive
+        assert client.generate(media, 0.0, 0.2, steps=1, seed=1).type == "result"
+        states = {job["id"]: job["state"] for job in client.list_jobs()}
+        assert states["unjournaled"] == states["unreadable"] == "failed"
+
+
 def test_a_journal_line_torn_by_a_crash_does_not_swallow_the_next_result(tmp_path, media):
     cache = tmp_path / "cache"
     with running_server(cache) as server, Client(server.endpoint) as client:
