@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from bridge.atomic_file import cannot_write
 from bridge.client import (
     DEFAULT_ENDPOINT,
     Client,
@@ -63,13 +64,20 @@ _started_daemons: list[subprocess.Popen] = []
 
 def start_local_daemon(endpoint: str, *, curve_keys: str | None = None) -> tuple[subprocess.Popen, Path]:
     """Start `v2a-daemon --bind endpoint` detached from this terminal; returns (process, log path).
-    The daemon outlives this command."""
+    The daemon outlives this command; DaemonUnavailable when its log cannot be written."""
     log_path = daemon_log_path(endpoint)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "daemon.cli", "--bind", endpoint]
     if curve_keys:
         command += ["--curve-keys", curve_keys]
-    with open(log_path, "ab") as log:
+    try:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(log_path, "ab")  # noqa: SIM115 (closed below, once the daemon holds it)
+    except OSError as exc:
+        raise DaemonUnavailable(endpoint, PROBE_TIMEOUT_S) from RuntimeError(
+            f"no local daemon was started: {cannot_write(log_path, exc)} (the daemon's log; "
+            "XDG_CACHE_HOME puts it elsewhere)"
+        )
+    with log:
         process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True, close_fds=True,
@@ -89,7 +97,11 @@ def connect(args: argparse.Namespace, *, autostart: bool = True) -> Client:
         if not may_start:
             client.close()
             raise
-    process, log_path = start_local_daemon(args.endpoint, curve_keys=args.curve_keys)
+    try:
+        process, log_path = start_local_daemon(args.endpoint, curve_keys=args.curve_keys)
+    except DaemonUnavailable:
+        client.close()
+        raise
     print(f"v2a: started a local daemon on {args.endpoint} (pid {process.pid}); its log is {log_path}",
           file=sys.stderr, flush=True)
     deadline = time.monotonic() + DAEMON_START_TIMEOUT_S
@@ -259,7 +271,11 @@ def register_keys(sub) -> None:
 def cmd_keys_create(args) -> int:
     from daemon.security import create_keys
 
-    made = create_keys(args.dir, args.client)
+    try:
+        made = create_keys(args.dir, args.client)
+    except OSError as exc:
+        print(f"v2a: {cannot_write(exc.filename or args.dir, exc)}", file=sys.stderr)
+        return EXIT_ERROR
     print(f"server keys:  {made['server_public']} (+ _secret: keep on the daemon host)")
     print(f"client keys:  {made['client_public']}, {made['client_secret']} (copy both to the client)")
     print(f"allow-list:   {made['allow_list']}")

@@ -3,7 +3,8 @@
 Picture: what the viewer sees (the planner's visible picture: top-most track, nested clips,
 speed changes), frame by frame at the timeline rate; dissolves are shown as cuts and missing
 media as black. Sound: every generated (`V2A`) audio track mixed, each clip at its record range
-with its dissolves as linear crossfades. H.264 + AAC at 48 kHz.
+with its dissolves as linear crossfades. H.264 + AAC at 48 kHz in an MP4, written whole (an
+earlier file of that name is replaced only by a complete preview).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 import opentimelineio as otio
 import soundfile as sf
 
+from bridge.atomic_file import cannot_write, replacing
 from bridge.planner import (
     PictureSpan,
     exact_rate,
@@ -59,39 +61,51 @@ def render_preview(
             "the timeline has no generated (V2A) audio track; run `v2a timeline` on it first"
         )
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(out_path), "w") as out:
-        video = out.add_stream("libx264", rate=rate)
-        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
-        video.options = {"crf": str(options.crf), "preset": "veryfast"}
-        audio = out.add_stream("aac", rate=OUTPUT_RATE, layout="stereo")
-        pictures = _Pictures(width, height)
-        try:
-            span_index = 0
-            for k in range(n_frames):
-                t = Fraction(k) / rate
-                while span_index < len(spans) and spans[span_index].end <= t:
-                    span_index += 1
-                span = spans[span_index] if span_index < len(spans) else None
-                image = pictures.at(span, t)
-                frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-                frame.pts = k
-                for packet in video.encode(frame):
-                    out.mux(packet)
-            for packet in video.encode():
-                out.mux(packet)
-        finally:
-            pictures.close()
-        for start in range(0, mix.shape[1], AAC_FRAME):
-            chunk = np.ascontiguousarray(mix[:, start : start + AAC_FRAME])
-            frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="stereo")
-            frame.sample_rate = OUTPUT_RATE
-            frame.pts = start
-            for packet in audio.encode(frame):
-                out.mux(packet)
-        for packet in audio.encode():
-            out.mux(packet)
+    try:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        # PyAV writes through our file object, so a failure of the file comes back as the
+        # system's OSError, and PyAV's own errors (FFmpegError) stay those of the media it reads.
+        with replacing(out_path) as (file, _), av.open(file, "w", format="mp4") as out:
+            _encode(out, spans, n_frames, rate, (width, height), mix, options)
+    except OSError as exc:
+        if isinstance(exc, av.error.FFmpegError):
+            raise
+        raise PreviewError(cannot_write(out_path, exc)) from exc
     return {"frames": n_frames, "seconds": float(duration), "audio_clips": audio_clips}
+
+
+def _encode(out, spans, n_frames: int, rate: Fraction, size: tuple[int, int], mix, options) -> None:
+    width, height = size
+    video = out.add_stream("libx264", rate=rate)
+    video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+    video.options = {"crf": str(options.crf), "preset": "veryfast"}
+    audio = out.add_stream("aac", rate=OUTPUT_RATE, layout="stereo")
+    pictures = _Pictures(width, height)
+    try:
+        span_index = 0
+        for k in range(n_frames):
+            t = Fraction(k) / rate
+            while span_index < len(spans) and spans[span_index].end <= t:
+                span_index += 1
+            span = spans[span_index] if span_index < len(spans) else None
+            image = pictures.at(span, t)
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts = k
+            for packet in video.encode(frame):
+                out.mux(packet)
+        for packet in video.encode():
+            out.mux(packet)
+    finally:
+        pictures.close()
+    for start in range(0, mix.shape[1], AAC_FRAME):
+        chunk = np.ascontiguousarray(mix[:, start : start + AAC_FRAME])
+        frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="stereo")
+        frame.sample_rate = OUTPUT_RATE
+        frame.pts = start
+        for packet in audio.encode(frame):
+            out.mux(packet)
+    for packet in audio.encode():
+        out.mux(packet)
 
 
 def mix_generated_audio(timeline: otio.schema.Timeline, duration: Fraction) -> tuple[np.ndarray, int]:

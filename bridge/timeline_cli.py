@@ -19,6 +19,8 @@ import os
 import sys
 from pathlib import Path
 
+from bridge.atomic_file import cannot_write, replacing, write_replacing
+
 EXIT_SOME_FAILED = 2
 _OUT_ADAPTERS = {".otio": "otio_json", ".otioz": "otioz", ".xml": "fcp_xml"}
 
@@ -126,13 +128,19 @@ def cmd_timeline(args) -> int:
         )
     body = result.body
     merged = merge_generated_tracks(original, otio.adapters.read_from_string(body["otio"]))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    _write_timeline(merged, args.out, plan.rate_value, args.input.resolve().parent)
+    # The WAVs are in media_dir whatever happens to these files: a re-run finds them there.
+    again = f"the same command again reuses the WAVs in {media_dir} (nothing is generated again)"
+    try:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        _write_timeline(merged, args.out, plan.rate_value, args.input.resolve().parent)
+    except OSError as exc:
+        return _fail(f"{cannot_write(args.out, exc)}; {again}")
     if args.placements is not None:
-        args.placements.write_text(json.dumps(
-            {"rate": body["rate"], "placements": body["placements"], "failed": body["failed"]},
-            indent=2,
-        ))
+        placements = {"rate": body["rate"], "placements": body["placements"], "failed": body["failed"]}
+        try:
+            write_replacing(args.placements, json.dumps(placements, indent=2).encode())
+        except OSError as exc:
+            return _fail(f"{cannot_write(args.placements, exc)}; {args.out} was written, and {again}")
     _summary(plan, body, progress.done, args.out, media_dir)
     return EXIT_SOME_FAILED if body["failed"] else 0
 
@@ -144,7 +152,6 @@ def _write_timeline(timeline, out: Path, rate: float, base_dir: Path) -> None:
     from bridge.timeline_output import is_generated_track
 
     suffix = out.suffix.lower()
-    kwargs = {}
     if suffix == ".xml":
         # FCP XML writes a file's start as a timecode, which a range in 48 kHz samples cannot
         # be: the WAVs' ranges go in timeline frames, as --resolve writes them.
@@ -162,10 +169,14 @@ def _write_timeline(timeline, out: Path, rate: float, base_dir: Path) -> None:
     elif suffix == ".otioz":
         # The bundle copies the media in: relative paths are the timeline file's, offline
         # clips stay offline, and it is written anew like the other formats.
-        timeline = absolute_media(timeline, base_dir)
-        kwargs["media_policy"] = MediaReferencePolicy.MissingIfNotFile
-        out.unlink(missing_ok=True)
-    otio.adapters.write_to_file(timeline, str(out), adapter_name=_OUT_ADAPTERS[suffix], **kwargs)
+        bundled = absolute_media(timeline, base_dir)
+        with replacing(out) as (file, part):
+            file.close()
+            part.unlink()  # the bundle adapter writes only a file that is not there yet
+            otio.adapters.write_to_file(bundled, str(part), adapter_name="otioz",
+                                        media_policy=MediaReferencePolicy.MissingIfNotFile)
+        return
+    write_replacing(out, otio.adapters.write_to_string(timeline, _OUT_ADAPTERS[suffix]).encode())
 
 
 class _Progress:
@@ -322,7 +333,14 @@ def cmd_generate(args) -> int:
         )
     if sys.stderr.isatty():
         print(file=sys.stderr)
-    out.write_bytes(event.blobs[0])
+    try:
+        write_replacing(out, event.blobs[0])
+    except OSError as exc:
+        # The daemon keeps what it made (journal and cache): asking again costs no generation.
+        return _fail(
+            f"{cannot_write(out, exc)}; the sound was made (job {event.id}), and the same command "
+            "again with an -o that can be written gets it from the daemon's cache at once"
+        )
     body = event.body
     print(f"wrote {out} ({body['duration']:.3f} s, {body['channels']} ch, 48 kHz 24-bit, "
           f"model {body['model']}, seed {body['seed']}{', cached' if body['cached'] else ''})")

@@ -129,6 +129,18 @@ def test_v2a_without_a_daemon_and_no_start(capsys):
     assert "v2a-daemon --bind" in capsys.readouterr().err
 
 
+def test_v2a_says_why_it_could_not_start_a_daemon_when_its_log_cannot_be_written(
+    tmp_path, monkeypatch, capsys
+):
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "file"))
+    assert v2a(["--endpoint", free_tcp_endpoint(), "--timeout", "0.3", "status"]) == 3
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "v2a-daemon --bind" in err
+    assert f"no local daemon was started: could not write {tmp_path / 'file' / 'v2a-bridge'}" in err
+    assert "(Not a directory)" in err and "XDG_CACHE_HOME" in err
+
+
 @pytest.mark.parametrize("call", [
     lambda c, media: c.generate(media, 0.0, 0.2, steps=1, priority=101),
     lambda c, media: c.generate(media, 0.0, 0.2, steps=1, request_id="my job"),

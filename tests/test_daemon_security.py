@@ -92,3 +92,11 @@ def test_safe_join_and_safe_filename_keep_good_names(tmp_path):
     assert safe_filename("../../Car chase: take #2?") == "Car chase_ take _2"
     assert safe_filename("..") == "clip" and safe_filename("") == "clip"
     assert "/" not in safe_filename("a/b\\c") and "\\" not in safe_filename("a/b\\c")
+
+
+def test_v2a_keys_create_where_it_cannot_write(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    assert v2a(["keys", "create", str(tmp_path / "file" / "keys")]) == 1
+    err = capsys.readouterr().err
+    assert err == (f"v2a: could not write {tmp_path / 'file' / 'keys' / 'clients'} (Not a directory); "
+                   "part of its path is a file, not a folder: choose another path\n")

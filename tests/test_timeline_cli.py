@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
+import threading
 
 import opentimelineio as otio
 import pytest
@@ -10,7 +13,7 @@ import soundfile as sf
 
 from bridge.cli import main
 from bridge.timeline_output import is_generated_track
-from tests.daemon_harness import running_server
+from tests.daemon_harness import full_disk, running_server
 from tests.timeline_kit import clip, dissolve, timeline, track, write_movie
 
 
@@ -128,3 +131,120 @@ def test_timeline_command_refuses_an_edl_output_before_generating(endpoint, proj
                "--media-dir", project / "wavs") == 1
     assert "EDL" in capsys.readouterr().err and not (project / "out.edl").exists()
     assert not (project / "wavs").exists()
+
+
+# --- output files that cannot be written ------------------------------------------------------
+# What `v2a` writes is written whole (a temporary file beside it, then renamed): a failure says
+# so in one line (the file, the system's reason, what to do), exits 1, leaves no partial file and
+# leaves an earlier file of that name as it was.
+
+
+def error_line(capsys) -> str:
+    """The command's last line on stderr (progress lines come before it)."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err.strip().splitlines()[-1]
+
+
+def leftovers(folder):
+    return [p for p in folder.rglob("*") if p.name.startswith(".v2a-")]
+
+
+def test_generate_on_a_full_disk_keeps_the_earlier_wav_and_the_sound(endpoint, project, capsys):
+    out = project / "a.wav"
+    movie = project / "shots" / "a.mp4"
+    assert v2a(endpoint, "generate", movie, "0", "0.5", "--steps", "1", "--seed", "1", "-o", out) == 0
+    earlier = out.read_bytes()
+    with full_disk(project):
+        rc = v2a(endpoint, "generate", movie, "0", "0.5", "--steps", "1", "--seed", "2", "-o", out)
+    line = error_line(capsys)
+    assert rc == 1
+    assert line.startswith(f"v2a: could not write {out} (No space left on device); free space")
+    assert "job " in line and "daemon's cache" in line
+    assert out.read_bytes() == earlier and not leftovers(project)
+    # As the message says: asked again, the sound comes from the daemon's cache.
+    assert v2a(endpoint, "generate", movie, "0", "0.5", "--steps", "1", "--seed", "2",
+               "-o", project / "b.wav") == 0
+    assert "cached" in capsys.readouterr().out
+    assert sf.info(project / "b.wav").frames == 24000
+
+
+@pytest.mark.parametrize("where, reason, advice", [
+    (lambda p: p / "shots" / "a.mp4" / "a.wav", "Not a directory", "part of its path is a file"),
+    (lambda p: p / "nowhere" / "a.wav", "No such file or directory", "its folder does not exist"),
+    (lambda p: p / ("x" * 4000 + ".wav"), "File name too long", "choose a shorter path"),
+    (lambda p: p / "shots", "Is a directory", "that is a folder: name a file in it"),
+], ids=["under-a-file", "missing-folder", "name-too-long", "a-folder"])
+def test_generate_into_a_path_that_cannot_be_written(endpoint, project, capsys, where, reason, advice):
+    out = where(project)
+    rc = v2a(endpoint, "generate", project / "shots" / "a.mp4", "0", "0.25", "--steps", "1", "-o", out)
+    line = error_line(capsys)
+    assert rc == 1
+    assert line.startswith(f"v2a: could not write {out} ({reason}); {advice}")
+    assert not leftovers(project)
+
+
+def test_timeline_outputs_on_a_full_disk_keep_the_earlier_files(endpoint, project, capsys):
+    out, placements = project / "out" / "edit_v2a.otio", project / "out" / "placements.json"
+    run = ["timeline", project / "edit.otio", "-o", out, "--media-dir", project / "wavs",
+           "--steps", "1", "--placements", placements]
+    assert v2a(endpoint, *run) == 2  # the offline clip
+    capsys.readouterr()
+    earlier_timeline, earlier_placements = out.read_bytes(), placements.read_bytes()
+
+    with full_disk(project / "out"):
+        rc = v2a(endpoint, *run, "--prompt", "rain")
+    line = error_line(capsys)
+    assert rc == 1
+    assert line.startswith(f"v2a: could not write {out} (No space left on device); free space")
+    assert line.endswith(f"the same command again reuses the WAVs in {project / 'wavs'} "
+                         "(nothing is generated again)")
+    assert out.read_bytes() == earlier_timeline and placements.read_bytes() == earlier_placements
+
+    with full_disk(project / "out", after=1):  # room for the timeline, not for the placements
+        rc = v2a(endpoint, *run, "--prompt", "rain")
+    line = error_line(capsys)
+    assert rc == 1
+    assert line.startswith(f"v2a: could not write {placements} (No space left on device)")
+    assert f"{out} was written" in line
+    assert out.read_bytes() != earlier_timeline and placements.read_bytes() == earlier_placements
+    assert not leftovers(project)
+
+    assert v2a(endpoint, *run, "--prompt", "rain") == 2
+    assert "generated" not in capsys.readouterr().out  # every clip reused, as the message says
+    assert json.loads(placements.read_text())["placements"]
+
+
+@pytest.mark.parametrize("out, placements, named, reason", [
+    ("edit.otio/x.otio", None, "out", "File exists"),  # the folder to make is a file
+    ("x" * 4000 + ".otio", None, "out", "File name too long"),
+    ("x" * 4000 + ".otioz", None, "out", "File name too long"),
+    ("o.xml", "nowhere/p.json", "placements", "No such file or directory"),
+], ids=["otio-under-a-file", "otio-name-too-long", "otioz-name-too-long", "placements-missing-folder"])
+def test_timeline_outputs_that_cannot_be_written(endpoint, project, capsys, out, placements, named, reason):
+    paths = {"out": project / out, "placements": placements and project / placements}
+    rc = v2a(endpoint, "timeline", project / "edit.otio", "-o", paths["out"],
+             "--media-dir", project / "wavs", "--steps", "1",
+             *(["--placements", paths["placements"]] if placements else []))
+    line = error_line(capsys)
+    assert rc == 1
+    assert line.startswith(f"v2a: could not write {paths[named]} ({reason}); ")
+    assert "reuses the WAVs" in line and not leftovers(project)
+
+
+def test_generate_writes_into_a_pipe_and_through_a_link(endpoint, project, capsys):
+    # A rename would replace a pipe (or /dev/stdout, /dev/null) itself, and a link with a file:
+    # neither happens, the sound goes where they lead.
+    movie = project / "shots" / "a.mp4"
+    pipe, received = project / "pipe.wav", []
+    os.mkfifo(pipe)
+    reader = threading.Thread(target=lambda: received.append(pipe.read_bytes()), daemon=True)
+    reader.start()
+    assert v2a(endpoint, "generate", movie, "0", "0.25", "--steps", "1", "-o", pipe) == 0
+    reader.join(10)
+    assert received and received[0][:4] == b"RIFF" and stat.S_ISFIFO(os.stat(pipe).st_mode)
+    (project / "real.wav").write_bytes(b"old")
+    (project / "link.wav").symlink_to(project / "real.wav")
+    assert v2a(endpoint, "generate", movie, "0", "0.25", "--steps", "1", "-o", project / "link.wav") == 0
+    assert (project / "link.wav").is_symlink() and sf.info(project / "real.wav").frames == 12000
+    capsys.readouterr()

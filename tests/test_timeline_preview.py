@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import av
 import numpy as np
+import opentimelineio as otio
 import pytest
 import soundfile as sf
 
+from bridge.cli import main
 from bridge.planner import plan_timeline
 from bridge.preview import PreviewError, PreviewOptions, mix_generated_audio, render_preview
 from bridge.timeline_output import GeneratedClip, Take, build_output
+from tests.daemon_harness import full_disk
 from tests.timeline_kit import _write_png, clip, dissolve, gap, timeline, track, write_movie
 
 
@@ -89,3 +92,29 @@ def test_preview_needs_generated_audio(tmp_path):
     tl = timeline(track(clip("A", 0, 24, media=str(a), avail=(0, 24))))
     with pytest.raises(PreviewError, match="v2a timeline"):
         render_preview(tl, tmp_path / "p.mp4")
+
+
+def test_preview_command_on_a_full_disk_keeps_the_earlier_preview(tmp_path, capsys):
+    edit, out = tmp_path / "edit.otio", tmp_path / "watch" / "p.mp4"
+    otio.adapters.write_to_file(generated_edit(tmp_path), str(edit))
+    assert main(["preview", str(edit), "-o", str(out), "--width", "64"]) == 0
+    earlier = out.read_bytes()
+    with full_disk(tmp_path / "watch"):
+        rc = main(["preview", str(edit), "-o", str(out), "--width", "32"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert err.strip().splitlines()[-1].startswith(
+        f"v2a: could not write {out} (No space left on device); free space on its disk"
+    )
+    assert out.read_bytes() == earlier
+    assert [p.name for p in out.parent.iterdir()] == ["p.mp4"]  # no partial file beside it
+
+
+def test_preview_command_into_a_path_that_cannot_be_written(tmp_path, capsys):
+    edit = tmp_path / "edit.otio"
+    otio.adapters.write_to_file(generated_edit(tmp_path), str(edit))
+    for out, reason in ((edit / "p.mp4", "File exists"), (tmp_path / ("x" * 4000 + ".mp4"), "File name too long")):
+        assert main(["preview", str(edit), "-o", str(out), "--width", "32"]) == 1
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and err.startswith(f"v2a: could not write {out} ({reason}); ")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".v2a-")]
