@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 
 import numpy as np
 import pyloudnorm
@@ -27,6 +28,7 @@ from daemon.model.engine import (
     true_peak,
     watermark_payload,
 )
+from daemon.model.events import DETECTOR_FILE
 from daemon.model.text import MiniLMText, conditioning_text
 from daemon.model.windows import WindowSettings
 from tests.engine_weights import random_tiny_weights
@@ -241,12 +243,16 @@ def test_clips_of_one_latent_token_or_less_give_their_samples(engine, video, dur
 
 
 @pytest.mark.skipif(not DEFAULT_WEIGHTS.is_file(), reason="the embedded weights are not installed")
-def test_the_shipped_network_far_out_of_range_still_gives_finite_audio(video, caplog):
+def test_the_shipped_network_far_out_of_range_still_gives_finite_audio(video, caplog, tmp_path):
     # On this small synthetic shot, unlike any world picture, the shipped network's log-mel
     # latents ran away to ~150 and exp(150) is inf in float32: the clip came back as NaN
     # samples. The sampler now keeps the predicted sound within a sound's range
-    # (flow.sound_bounds), and the codec's ceiling guards latents from anywhere else.
-    engine = V2AEngine(weights=DEFAULT_WEIGHTS, device="cpu")
+    # (flow.sound_bounds), and the codec's ceiling guards latents from anywhere else. The
+    # weights here lack the range of their training pictures (visual.PictureRange), which keeps
+    # this shot from running away at all.
+    for name in (DEFAULT_WEIGHTS.name, DEFAULT_WEIGHTS.with_suffix(".json").name, DETECTOR_FILE):
+        shutil.copy(DEFAULT_WEIGHTS.with_name(name), tmp_path / name)
+    engine = V2AEngine(weights=tmp_path / DEFAULT_WEIGHTS.name, device="cpu")
     audio = engine.generate(_request(video, 0.0, 1.0, steps=2), _ignore, _never)
     assert audio.samples.shape == (2, OUTPUT_RATE)
     assert np.isfinite(audio.samples).all() and np.abs(audio.samples).max() > 0
@@ -254,6 +260,16 @@ def test_the_shipped_network_far_out_of_range_still_gives_finite_audio(video, ca
     # And the log says the sound is not to be trusted.
     assert audio.metadata["overloud_share"] > 0.01
     assert "not to be trusted" in caplog.text
+
+
+@pytest.mark.skipif(not DEFAULT_WEIGHTS.is_file(), reason="the embedded weights are not installed")
+def test_the_shipped_network_holds_the_picture_within_its_training_range(video, caplog):
+    # The same shot with the range beside the shipped weights: nothing at the sampler's ceiling.
+    engine = V2AEngine(weights=DEFAULT_WEIGHTS, device="cpu")
+    audio = engine.generate(_request(video, 0.0, 1.0, steps=2), _ignore, _never)
+    assert engine.visual.picture_range is not None
+    assert np.isfinite(audio.samples).all() and audio.metadata["overloud_share"] <= 0.01
+    assert "not to be trusted" not in caplog.text
 
 
 def test_media_errors_pass_through(engine, tmp_path):

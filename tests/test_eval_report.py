@@ -206,3 +206,26 @@ def test_negative_section_measures_what_a_perfect_negative_prompt_would(untraine
             assert np.isfinite(case[f"{measure}unprompted_unrelated_reduction_db"])
     assert negative["unprompted_mean_reduction_ambience_db"] == pytest.approx(np.mean(
         [c["unprompted_reduction_db"] for c in cases if c["target"] in NEGATIVE_AMBIENCES]))
+
+
+def test_unfamiliar_section_measures_pictures_held_in_range_and_as_they_come(untrained_weights,
+                                                                             tmp_path):
+    from daemon.model.evaluate import main
+    from daemon.model.visual import PICTURE_RANGE_FILE, MotionFeatures, PictureRange
+    from daemon.model.world.unfamiliar import KINDS
+
+    weights = tmp_path / "tiny.safetensors"
+    weights.write_bytes(untrained_weights.read_bytes())
+    world = MotionFeatures().encode_frames(generate_clip(1_000_000, WorldConfig(duration=1.0)).frames, 25)
+    PictureRange.spanning([world]).save(tmp_path / PICTURE_RANGE_FILE, {})
+    out = tmp_path / "report.json"
+    main(["--weights", str(weights), "--seeds", "1000000-1000001", "--out", str(out),
+          "--sections", "unfamiliar", "--unfamiliar-clips", "1", "--steps", "2", "--threads", "1"])
+    report = json.loads(out.read_text())["unfamiliar"]
+    assert report["picture_range"] is True and report["clips"] == len(KINDS)
+    assert [r["kind"] for r in report["records"]] == list(KINDS)
+    for name in ("as_is", "held"):
+        assert 0.0 <= report["mean_ceiling_share"][name] <= 1.0
+        assert 0 <= report["untrusted_clips"][name] <= len(KINDS)
+        scores = report["world_over_texture_onsets"][name]
+        assert scores["tp"] + scores["fn"] == len(generate_clip(1_000_000, EVAL_SYNC).onset_times)

@@ -49,3 +49,22 @@ def test_shipped_weights_load_and_generate_finite_audio():
     audio = MelCodec(griffin_lim_iters=4).decode(latents)
     assert audio.shape == (1, n * 512) and torch.isfinite(audio).all()
     assert float(audio.abs().max()) > 0
+
+
+def test_shipped_weights_on_a_textured_picture_stay_within_a_sound():
+    """Real footage is textured; the world is not. Held within the range of its training
+    pictures (visual.PictureRange), the network does not run away on a texture."""
+    from daemon.model.checkpoint import load_network
+    from daemon.model.codec import SOUND_RANGE
+    from daemon.model.text import MiniLMText
+    from daemon.model.visual import default_visual
+    from daemon.model.windows import generate_latents
+    from daemon.model.world.unfamiliar import unfamiliar_picture
+
+    network = load_network(TINY)
+    visual = default_visual(network.config.sync_dim, TINY)
+    picture = visual.encode_frames(unfamiliar_picture("texture_pan_slow", 1_000_000)[:50], 25)
+    n = network.config.seq_lens_for(2.0)[0]
+    latents = generate_latents(network, picture.clip[None], picture.sync[None],
+                               MiniLMText().encode([""]).tokens, n, steps=4, cfg=4.5, seed=0)
+    assert float((latents >= SOUND_RANGE[1] - 1e-3).float().mean()) < 0.01

@@ -46,6 +46,11 @@ Sections (metrics are the pure functions of daemon.model.world.metrics):
   the class drawn but not heard, both through the codec and the output stage. The output stage
   levels what remains back up, so even perfect removal of an event measures a few dB only: an
   event's spans then hold the ambience, raised.
+- unfamiliar: pictures unlike the world's (a still or panning texture, a world clip under a
+  texture, a box over flat grey: `world.unfamiliar`), with no prompt; the share of each clip's
+  latent at the sampler's ceiling, where a network that does not know a picture runs off to.
+  The engine holds every picture within its training pictures' range (`visual.PictureRange`);
+  the baseline is the same pictures as they come.
 """
 
 from __future__ import annotations
@@ -107,6 +112,7 @@ class EvalSettings:
     adherence_clips: int = 30
     negative_clips: int = 12
     conditioning_clips: int = 24
+    unfamiliar_clips: int = 4  # seeds; each gives one picture of every unfamiliar kind
     batch: int = 8
     seed: int = 0
     renoise: float = RENOISE
@@ -162,9 +168,17 @@ class ModelUnderTest:
         `negatives` is given), in batches of `settings.batch`, levelled as the engine's output
         stage levels it: a prompt that only moves the overall level changes nothing an editor
         hears, so it must change nothing measured."""
+        return [self.levelled(a) for latents in self.sample(pictures, prompts, negatives, settings,
+                                                            zero_picture, seed)
+                for a in self.codec.decode(latents).numpy()]
+
+    @torch.inference_mode()
+    def sample(self, pictures: list[tuple[torch.Tensor, torch.Tensor]], prompts: list[str],
+               negatives: list[str] | None, settings: EvalSettings, zero_picture: bool = False,
+               seed: int | None = None):
+        """The latents of `generate`, one batch at a time."""
         from daemon.model.windows import generate_latents
 
-        out = []
         for i in range(0, len(pictures), settings.batch):
             part = pictures[i:i + settings.batch]
             clip = torch.stack([p[0] for p in part])
@@ -182,8 +196,7 @@ class ModelUnderTest:
                                        seed=settings.seed if seed is None else seed,
                                        prompted=prompted, guidance=settings.guidance(),
                                        renoise=settings.renoise)
-            out += [self.levelled(a) for a in self.codec.decode(latents).numpy()]
-        return out
+            yield latents
 
 
 def _soft_spans(clip) -> list[tuple[float, float]]:
@@ -345,6 +358,53 @@ EVAL_CAPTIONED = WorldConfig(caption_none_probability=0.0)
 
 
 @torch.inference_mode()
+def evaluate_unfamiliar(model: ModelUnderTest, seeds: list[int], settings: EvalSettings) -> dict:
+    """Pictures unlike the world's (`world.unfamiliar`), with no prompt: the share of each
+    clip's latent at the sampler's ceiling, where a network that does not know a picture runs
+    (above `engine.UNFAMILIAR_SHARE` the engine calls a clip not to be trusted). Held within
+    the training pictures' range as the engine holds them (`visual.PictureRange`) and, as the
+    baseline, as they come."""
+    from daemon.model.codec import SOUND_RANGE
+    from daemon.model.engine import UNFAMILIAR_SHARE
+    from daemon.model.world.unfamiliar import KINDS, unfamiliar_picture
+
+    span, model.visual.picture_range = model.visual.picture_range, None
+    try:
+        cases = [(kind, seed) for seed in seeds for kind in KINDS]
+        raw = [model.visual.encode_frames(compress_frames(unfamiliar_picture(kind, seed, EVAL_SYNC),
+                                                          25, crf=23), 25) for kind, seed in cases]
+    finally:
+        model.visual.picture_range = span
+    variants = {"as_is": raw, "held": raw if span is None else [span.hold(f) for f in raw]}
+    # Under the texture the world clip's events still happen: does the sound still follow them?
+    textured = [i for i, (kind, _) in enumerate(cases) if kind == "world_over_texture"]
+    clips = {i: generate_clip(cases[i][1], EVAL_SYNC) for i in textured}
+    shares, onsets = {}, {}
+    for name, features in variants.items():
+        pictures = [(f.clip, f.sync) for f in features]
+        latents = torch.cat(list(model.sample(pictures, [""] * len(pictures), None, settings)))
+        shares[name] = (latents >= SOUND_RANGE[1] - 1e-3).float().mean(dim=(1, 2)).tolist()
+        audio = {i: model.levelled(model.codec.decode(latents[i:i + 1])[0].numpy()) for i in textured}
+        onsets[name] = pooled_scores([
+            onset_scores(detect_onsets(audio[i], 16_000), clips[i].onset_times,
+                         settings.tolerance, _soft_spans(clips[i])) for i in textured])
+    by_kind = {kind: {name: round(float(np.mean([s for (k, _), s in zip(cases, values, strict=True)
+                                                 if k == kind])), 4)
+                      for name, values in shares.items()} for kind in KINDS}
+    return {
+        "picture_range": span is not None,
+        "clips": len(cases),
+        "mean_ceiling_share": {name: round(float(np.mean(v)), 4) for name, v in shares.items()},
+        "untrusted_clips": {name: int(sum(x > UNFAMILIAR_SHARE for x in v))
+                            for name, v in shares.items()},
+        "ceiling_share_by_kind": by_kind,
+        "world_over_texture_onsets": {name: {k: round(float(v), 4) for k, v in scores.items()}
+                                      for name, scores in onsets.items()},
+        "records": [{"kind": k, "seed": seed, **{name: round(v[i], 4) for name, v in shares.items()}}
+                    for i, (k, seed) in enumerate(cases)],
+    }
+
+
 def evaluate_conditioning(model: ModelUnderTest, seeds: list[int], settings: EvalSettings) -> dict:
     network = model.network
     clips = [generate_clip(s, EVAL_CAPTIONED) for s in seeds]
@@ -509,11 +569,12 @@ def main(argv=None) -> None:
     parser.add_argument("--seeds", default="1000000-1000039",
                         help="held-out seed range FIRST-LAST; each section takes what it needs")
     parser.add_argument("--out", required=True)
-    parser.add_argument("--sections", default="sync,adherence,negative,conditioning")
+    parser.add_argument("--sections", default="sync,adherence,negative,conditioning,unfamiliar")
     parser.add_argument("--sync-clips", type=int, default=EvalSettings.sync_clips)
     parser.add_argument("--adherence-clips", type=int, default=EvalSettings.adherence_clips)
     parser.add_argument("--negative-clips", type=int, default=EvalSettings.negative_clips)
     parser.add_argument("--conditioning-clips", type=int, default=EvalSettings.conditioning_clips)
+    parser.add_argument("--unfamiliar-clips", type=int, default=EvalSettings.unfamiliar_clips)
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--cfg", type=float, default=4.5)
     parser.add_argument("--renoise", type=float, default=RENOISE,
@@ -538,7 +599,8 @@ def main(argv=None) -> None:
                             sync_clips=args.sync_clips,
                             adherence_clips=args.adherence_clips,
                             negative_clips=args.negative_clips,
-                            conditioning_clips=args.conditioning_clips)
+                            conditioning_clips=args.conditioning_clips,
+                            unfamiliar_clips=args.unfamiliar_clips)
     model = ModelUnderTest(args.weights)
     report = {"weights": args.weights, "seeds": args.seeds, "settings": asdict(settings),
               "hardware": f"{platform.machine()}, {torch.get_num_threads()} CPU threads",
@@ -565,6 +627,11 @@ def main(argv=None) -> None:
         started = time.time()
         report["negative"] = evaluate_negative(model, seeds[:settings.negative_clips], settings)
         timings["negative_s"] = round(time.time() - started, 1)
+    if "unfamiliar" in sections:
+        started = time.time()
+        report["unfamiliar"] = evaluate_unfamiliar(model, seeds[:settings.unfamiliar_clips],
+                                                   settings)
+        timings["unfamiliar_s"] = round(time.time() - started, 1)
     if "conditioning" in sections:
         started = time.time()
         report["conditioning"] = evaluate_conditioning(
@@ -606,6 +673,11 @@ def _headline(report: dict) -> dict:
                                              "unprompted_baseline_unrelated_negative_event_db",
                                              "ceiling_world_audio_ambience_db",
                                              "ceiling_world_audio_event_db", "relative")}
+    if "unfamiliar" in report:
+        u = report["unfamiliar"]
+        out["unfamiliar"] = {k: u[k] for k in ("mean_ceiling_share", "untrusted_clips", "clips")}
+        out["unfamiliar"]["world_over_texture_onset_f1"] = {
+            name: scores["f1"] for name, scores in u["world_over_texture_onsets"].items()}
     if "conditioning" in report:
         out["conditioning_relative_loss_reduction"] = {
             k: round(v, 4) for k, v in report["conditioning"]["relative_loss_reduction"].items()}

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import math
 import multiprocessing
@@ -51,6 +52,7 @@ from daemon.model.checkpoint import file_metadata, load_network, save_network
 from daemon.model.codec import MelCodec
 from daemon.model.config import NetworkConfig, preset
 from daemon.model.engine import pick_device
+from daemon.model.events import DETECTOR_FILE, EventDetector
 from daemon.model.flow import (
     TrainingSettings,
     autocast_for,
@@ -61,8 +63,9 @@ from daemon.model.flow import (
 )
 from daemon.model.network import build_network
 from daemon.model.train import cosine_decay, update_ema
+from daemon.model.visual import PICTURE_RANGE_FILE, MotionFeatures, PictureRange, VisualFeatures
 from daemon.model.world.clip import WorldConfig
-from daemon.model.world.dataset import WorldShards, precompute_shards
+from daemon.model.world.dataset import WorldShards, precompute_shards, training_pictures
 
 
 def _log(message: str) -> None:
@@ -84,9 +87,25 @@ def precompute(args) -> None:
 def _precompute_part(args, part: tuple[int, int]) -> None:
     torch.set_num_threads(args.threads)
     start = args.first_seed
-    precompute_shards(range(start, start + args.clips), args.data, WorldConfig(),
+    precompute_shards(range(start, start + args.clips), args.data, world_config(args.world),
                       shard_size=args.shard_size, log=_log, part=part, detector=args.detector,
                       negation=args.negation)
+
+
+def world_config(settings: list[str]) -> WorldConfig:
+    """WorldConfig() with `name=value` settings (e.g. music_probability=1) changed."""
+    fields = {f.name: f for f in dataclasses.fields(WorldConfig)}
+    changes = {}
+    for setting in settings:
+        name, _, value = setting.partition("=")
+        if name not in fields or not value:
+            raise SystemExit(f"--world {setting!r}: give name=value with a name of WorldConfig "
+                             f"({', '.join(fields)})")
+        kind = type(getattr(WorldConfig(), name))
+        if kind is tuple:
+            raise SystemExit(f"--world {name}: a pair cannot be set here")
+        changes[name] = kind(float(value)) if kind is int else kind(value)
+    return WorldConfig(**changes)
 
 
 def train(args) -> None:
@@ -332,6 +351,30 @@ def average(args) -> None:
                                                      for p, w in zip(paths, shares, strict=True)))
 
 
+def picture_range(args) -> None:
+    """Measure the range of the training pictures' features and write it beside the weights
+    (`visual.PictureRange`): the engine holds every picture within it."""
+    seeds = list(range(args.first_seed, args.first_seed + args.clips))
+    parts = [seeds[k::args.workers] for k in range(args.workers)]
+    if args.workers > 1:
+        with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
+            features = pool.starmap(_training_features, [(args.detector, part) for part in parts])
+    else:
+        features = [_training_features(args.detector, seeds)]
+    span = PictureRange.spanning([f for part in features for f in part], args.share,
+                                 args.sustained)
+    span.save(args.out, {"seeds": f"{seeds[0]}-{seeds[-1]}", "share": args.share,
+                         "detector": Path(args.detector).name if args.detector else None})
+    _log(f"wrote {args.out}: the ranges of {len(seeds)} training pictures' values (inner: the "
+         f"central {args.share:g})")
+
+
+def _training_features(detector: str | None, seeds: list[int]) -> list[VisualFeatures]:
+    torch.set_num_threads(1)
+    contacts = EventDetector.load(detector) if detector else None
+    return list(training_pictures(seeds, MotionFeatures(contacts=contacts)))
+
+
 def _save_checkpoint(path: Path, network, ema, optimiser, step: int, seconds: float) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save({"network": network.state_dict(), "ema": ema.state_dict(),
@@ -357,6 +400,9 @@ def main(argv=None) -> None:
                    help="each clip's chance of a negative caption naming sounds it then "
                         "leaves out of the mix (the picture still shows them); a network "
                         "trained on such shards reads negative prompts in its text")
+    p.add_argument("--world", nargs="*", default=[], metavar="NAME=VALUE",
+                   help="draw the clips from a changed world, e.g. music_probability=1 "
+                        "max_event_sources=1 (names of daemon.model.world.WorldConfig)")
     t = sub.add_parser("train", help="train on the shards")
     t.add_argument("--data", required=True)
     t.add_argument("--work", required=True)
@@ -410,9 +456,23 @@ def main(argv=None) -> None:
     a.add_argument("--out", required=True)
     a.add_argument("--share", type=float, nargs="+", default=None,
                    help="each file's share of the mean (default: equal)")
+    r = sub.add_parser("picture-range",
+                       help="the range of the training pictures' features -> safetensors")
+    r.add_argument("--out", default=f"daemon/model/weights/{PICTURE_RANGE_FILE}")
+    r.add_argument("--clips", type=int, default=800)
+    r.add_argument("--first-seed", type=int, default=0)
+    r.add_argument("--detector", default=f"daemon/model/weights/{DETECTOR_FILE}",
+                   help="the contact detector whose channels the network reads ('' for none)")
+    r.add_argument("--share", type=float, default=0.98,
+                   help="the central share of each channel's values that the inner range, "
+                        "where an unfamiliar picture is held, keeps")
+    r.add_argument("--sustained", type=float, default=0.9,
+                   help="a picture with a channel outside every training value for more than "
+                        "this share of its frames is unfamiliar")
+    r.add_argument("--workers", type=int, default=1)
     args = parser.parse_args(argv)
-    {"precompute": precompute, "train": train, "export": export,
-     "average": average}[args.command](args)
+    {"precompute": precompute, "train": train, "export": export, "average": average,
+     "picture-range": picture_range}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ no weights can be downloaded.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -458,6 +459,88 @@ def _slow_context(values: np.ndarray, width: int) -> np.ndarray:
     return (kernel[width:] - kernel[:-width]) / width
 
 
+PICTURE_RANGE_FILE = "picture_range.safetensors"
+"""Its name beside the network weights whose training pictures it spans."""
+
+
+@dataclass(frozen=True)
+class PictureRange:
+    """What a network's training pictures looked like, channel by channel, and how a picture
+    unlike them is held within it.
+
+    The world's pictures are flat colour and gradients. Real footage is textured and the camera
+    pans: held for a whole clip beyond anything the world shows, a textured picture's edge
+    channels (a pan's motion channels) made the shipped network run away into a blast of noise.
+    A picture is unfamiliar when, in any channel, more than `sustained` of its frames lie outside
+    the outer range (every value the training pictures took). Every channel of an unfamiliar
+    picture is then held within the inner range (the central `share` of the training values):
+    held at the world's largest values instead, a texture still ran away. A familiar picture is
+    left exactly as it is, its brief extremes included, which are its events: holding every
+    picture within the inner range cost the world's impacts and flashes (model card).
+
+    `clip` (4, clip_dim) and `sync` (4, sync_dim) hold the inner low and high ends, then the
+    outer low and high ends."""
+
+    clip: torch.Tensor
+    sync: torch.Tensor
+    sustained: float = 0.9
+
+    @classmethod
+    def spanning(cls, features: Sequence[VisualFeatures], share: float = 0.98,
+                 sustained: float = 0.9) -> PictureRange:
+        """The ranges of every frame of `features` (a sample of the training pictures stands for
+        all of them): the inner one the central `share` of each channel's values."""
+        if not 0.0 < share <= 1.0:
+            raise ValueError(f"share must lie in (0, 1], not {share}")
+        cut = (1.0 - share) / 2.0
+
+        def ranges(stream: list[torch.Tensor]) -> torch.Tensor:
+            values = torch.cat(stream).double()
+            inner = torch.quantile(values, torch.tensor([cut, 1.0 - cut], dtype=values.dtype), dim=0)
+            return torch.cat([inner, values.min(0, keepdim=True).values,
+                              values.max(0, keepdim=True).values]).float()
+
+        return cls(ranges([f.clip for f in features]), ranges([f.sync for f in features]), sustained)
+
+    def unfamiliar(self, features: VisualFeatures) -> bool:
+        """Whether some channel of `features` lies outside everything the training pictures
+        showed for more than `sustained` of its frames."""
+
+        def beyond(values: torch.Tensor, ends: torch.Tensor) -> bool:
+            outside = (values < ends[2]) | (values > ends[3])
+            return bool((outside.float().mean(0) > self.sustained).any())
+
+        return beyond(features.clip, self.clip) or beyond(features.sync, self.sync)
+
+    def hold(self, features: VisualFeatures) -> VisualFeatures:
+        """`features` as they are if familiar, else held within the inner range."""
+        if not self.unfamiliar(features):
+            return features
+        return VisualFeatures(clip=features.clip.clamp(self.clip[0], self.clip[1]),
+                              sync=features.sync.clamp(self.sync[0], self.sync[1]))
+
+    def save(self, path: str | Path, meta: dict) -> None:
+        from safetensors.torch import save_file
+
+        save_file({"clip": self.clip.contiguous(), "sync": self.sync.contiguous()}, str(path),
+                  metadata={"sustained": str(self.sustained), "meta": json.dumps(meta)})
+
+    @classmethod
+    def load(cls, path: str | Path, clip_dim: int, sync_dim: int) -> PictureRange:
+        from safetensors.torch import load_file
+
+        from daemon.model.checkpoint import file_metadata
+
+        tensors = load_file(str(path))
+        shapes = {k: tuple(v.shape) for k, v in tensors.items()}
+        if shapes != {"clip": (4, clip_dim), "sync": (4, sync_dim)}:
+            raise ValueError(f"{path} describes pictures of other channels ({shapes}) than these "
+                             f"features' {clip_dim} clip and {sync_dim} sync: remove it, or measure "
+                             "it again (python -m daemon.model.train_default picture-range)")
+        sustained = float(file_metadata(path).get("sustained", cls.sustained))
+        return cls(tensors["clip"].float(), tensors["sync"].float(), sustained)
+
+
 class MotionFeatures:
     """Default visual encoder: 64-d clip at 8 fps, 64-d sync at 25 fps, weight-free; with a
     contact detector (`daemon.model.events`), its channels follow the 64 in the sync stream."""
@@ -468,9 +551,11 @@ class MotionFeatures:
     clip_dim = 64
     sync_dim = 64
 
-    def __init__(self, size: tuple[int, int] = PICTURE_SIZE, contacts: EventDetector | None = None) -> None:
+    def __init__(self, size: tuple[int, int] = PICTURE_SIZE, contacts: EventDetector | None = None,
+                 picture_range: PictureRange | None = None) -> None:
         self.size = size
         self.contacts = contacts
+        self.picture_range = picture_range
         if contacts is not None:
             self.name = f"{MotionFeatures.name}+contacts"
             self.sync_dim = MotionFeatures.sync_dim + contacts.outputs
@@ -526,25 +611,36 @@ class MotionFeatures:
         slow = _slow_context(np.concatenate([motion, short[:, 4:9]], axis=1), second)  # 21
         clip = np.concatenate([appearance[clip_shown], short, slow[:, :16], slow[:, [16, 17, 19, 20]]], axis=1)
 
-        return VisualFeatures(
+        features = VisualFeatures(
             clip=torch.from_numpy(np.clip(clip, -LIMIT, LIMIT).astype(np.float32)),
             sync=torch.from_numpy(np.clip(sync, -LIMIT, LIMIT).astype(np.float32)),
         )
+        return features if self.picture_range is None else self.picture_range.hold(features)
 
 
 def default_visual(sync_dim: int, weights: str | Path) -> MotionFeatures:
     """The picture features a network taking `sync_dim` sync channels was trained with: the
-    weight-free features alone, or with the contact detector stored beside its weights.
-    A width that fits neither gets the plain features (the engine's check then says what the
-    network wants). Raises FileNotFoundError when the network needs a detector that is missing."""
+    weight-free features alone, or with the contact detector stored beside its weights; held
+    within the range of its training pictures where that is stored beside them too
+    (`PictureRange`). A width that fits neither gets the plain features (the engine's check
+    then says what the network wants). Raises FileNotFoundError when the network needs a
+    detector that is missing."""
     from daemon.model.events import DETECTOR_FILE, FAMILIES, EventDetector
 
-    if sync_dim != MotionFeatures.sync_dim + len(FAMILIES):
+    folder = Path(weights).parent
+    contacts = None
+    if sync_dim == MotionFeatures.sync_dim + len(FAMILIES):
+        path = folder / DETECTOR_FILE
+        if not path.exists():
+            raise FileNotFoundError(
+                f"{Path(weights).name} was trained with the contact detector's sync channels, but "
+                f"{path} is missing: keep {DETECTOR_FILE} in the same folder as the weights"
+            )
+        contacts = EventDetector.load(path)
+    elif sync_dim != MotionFeatures.sync_dim:
         return MotionFeatures()
-    path = Path(weights).parent / DETECTOR_FILE
-    if not path.exists():
-        raise FileNotFoundError(
-            f"{Path(weights).name} was trained with the contact detector's sync channels, but "
-            f"{path} is missing: keep {DETECTOR_FILE} in the same folder as the weights"
-        )
-    return MotionFeatures(contacts=EventDetector.load(path))
+    visual = MotionFeatures(contacts=contacts)
+    span = folder / PICTURE_RANGE_FILE
+    if span.exists():
+        visual.picture_range = PictureRange.load(span, visual.clip_dim, visual.sync_dim)
+    return visual

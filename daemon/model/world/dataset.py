@@ -38,6 +38,25 @@ def clip_inputs(clip, visual, codec, compress: bool = False) -> dict:
     return {"latent": latent, "clip": features.clip, "sync": features.sync}
 
 
+def is_compressed(seed: int, probability: float) -> bool:
+    """Whether training seed `seed`'s picture goes through the H.264 round trip."""
+    return bool(np.random.default_rng([seed, 7]).random() < probability)
+
+
+def training_pictures(seeds, visual, config: WorldConfig | None = None,
+                      compress_probability: float = 0.3):
+    """The picture features of training seeds, as `precompute_shards` makes them (one at a
+    time, for measuring the span of what training saw: `PictureRange.spanning`)."""
+    config = config or WorldConfig()
+    for seed in seeds:
+        if seed not in TRAIN_SEEDS:
+            raise ValueError(f"seed {seed} is held out for evaluation; train on 0..999999")
+        clip = generate_clip(seed, config)
+        frames = (compress_frames(clip.frames, clip.fps, crf=28)
+                  if is_compressed(seed, compress_probability) else clip.frames)
+        yield visual.encode_frames(frames, clip.fps)
+
+
 def negated_classes(classes: list[str], rng: np.random.Generator) -> tuple[str, ...]:
     """What a negation example's negative caption names: mostly sounds the clip has
     (which it then leaves unheard), sometimes ones it lacks (which changes nothing heard, so
@@ -95,8 +114,7 @@ def precompute_shards(seeds, out_dir: str | Path, config: WorldConfig | None = N
         rows, captions, negatives, meta = [], [], [], []
         for seed in seeds[index:index + shard_size]:
             clip = world_example(seed, config, negation)
-            rng = np.random.default_rng([seed, 7])
-            rows.append(clip_inputs(clip, visual, codec, rng.random() < compress_probability))
+            rows.append(clip_inputs(clip, visual, codec, is_compressed(seed, compress_probability)))
             captions.append(clip.caption or "")
             negatives.append(clip.negative_caption or "")
             meta.append({"seed": seed, "caption": clip.caption, "classes": clip.classes,
