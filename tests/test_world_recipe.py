@@ -162,3 +162,28 @@ def test_shards_with_negation_examples_train_a_network_that_reads_negation(shard
 def _train_out(data, work) -> Path:
     _train(data, work, 1)
     return work / "tiny.safetensors"
+
+
+def test_precompute_draws_from_a_changed_world_and_says_what_a_bad_setting_needs():
+    from daemon.model.train_default import world_config
+    from daemon.model.world import WorldConfig
+
+    changed = world_config(["music_probability=1", "max_event_sources=1"])
+    assert changed == WorldConfig(music_probability=1.0, max_event_sources=1)
+    assert isinstance(changed.max_event_sources, int)
+    for bad in (["music=1"], ["music_probability"], ["noise_floor_db=3"]):
+        with pytest.raises(SystemExit, match="music_probability|pair"):
+            world_config(bad)
+
+
+def test_picture_range_command_measures_training_pictures(tmp_path, capsys):
+    from daemon.model.visual import PictureRange
+
+    out = tmp_path / "range.safetensors"
+    main(["picture-range", "--clips", "2", "--detector", "", "--out", str(out)])
+    span = PictureRange.load(out, 64, 64)
+    assert span.sustained == 0.9
+    # Inner ends within outer ends, channel by channel.
+    for ends in (span.clip, span.sync):
+        assert (ends[2] <= ends[0]).all() and (ends[0] <= ends[1]).all() and (ends[1] <= ends[3]).all()
+    assert "2 training pictures" in capsys.readouterr().out
