@@ -60,7 +60,7 @@ def main() -> None:
     parser.add_argument("--features", type=Path, default=None)
     args = parser.parse_args()
 
-    from daemon.model.codec import SOUND_RANGE
+    from daemon.model.codec import ceiling_share
     from daemon.model.engine import UNFAMILIAR_SHARE
     from daemon.model.evaluate import EvalSettings, ModelUnderTest
     from daemon.model.visual import PictureRange, VisualFeatures
@@ -107,7 +107,7 @@ def main() -> None:
         held = [hold(f) for f in unfamiliar]
         latents = torch.cat(list(model.sample([(h.clip, h.sync) for h in held], [""] * len(held),
                                               None, settings)))
-        ceiling = (latents >= SOUND_RANGE[1] - 1e-3).float().mean(dim=(1, 2)).numpy()
+        ceiling = ceiling_share(latents).numpy()
         by_kind = [float(np.mean([c for (k, _), c in zip(cases, ceiling, strict=True) if k == kind]))
                    for kind in KINDS]
         changed = [0.5 * float((hold(w).clip != w.clip).float().mean())

@@ -62,6 +62,12 @@ LATENT_MEAN = -5.0
 LATENT_STD = 3.0
 
 
+def ceiling_share(latents: torch.Tensor) -> torch.Tensor:
+    """(B, ...) log-mel latents -> (B,): the share of each item's values at the top of
+    `SOUND_RANGE`, where a network runs off to on a picture it does not know."""
+    return (latents >= SOUND_RANGE[1] - 1e-3).flatten(1).float().mean(dim=1)
+
+
 @runtime_checkable
 class AudioCodec(Protocol):
     name: str

@@ -47,7 +47,7 @@ from daemon.engine import (
     ProgressFn,
 )
 from daemon.model.checkpoint import load_network
-from daemon.model.codec import SOUND_RANGE, AudioCodec, MelCodec, resample
+from daemon.model.codec import AudioCodec, MelCodec, ceiling_share, resample
 from daemon.model.events import DETECTOR_FILE
 from daemon.model.flow import (
     RENOISE,
@@ -421,7 +421,7 @@ class V2AEngine:
             waveforms = self.codec.decode(stacked).cpu().numpy()  # (B, N * samples_per_token)
             # Cells held at the sampler's ceiling are louder than any sound can be: the network
             # ran away (a picture unlike those it learnt from), and the clip says so.
-            overloud = (stacked >= SOUND_RANGE[1] - 1e-3).float().mean(dim=(1, 2)).tolist()
+            overloud = ceiling_share(stacked).tolist()
             elapsed = time.perf_counter() - started
             for i, waveform, share in zip(members, waveforms, overloud, strict=True):
                 plans[i].timings["decoding_audio_s"] = elapsed / len(members)

@@ -364,7 +364,7 @@ def evaluate_unfamiliar(model: ModelUnderTest, seeds: list[int], settings: EvalS
     (above `engine.UNFAMILIAR_SHARE` the engine calls a clip not to be trusted). Held within
     the training pictures' range as the engine holds them (`visual.PictureRange`) and, as the
     baseline, as they come."""
-    from daemon.model.codec import SOUND_RANGE
+    from daemon.model.codec import ceiling_share
     from daemon.model.engine import UNFAMILIAR_SHARE
     from daemon.model.world.unfamiliar import KINDS, unfamiliar_picture
 
@@ -383,7 +383,7 @@ def evaluate_unfamiliar(model: ModelUnderTest, seeds: list[int], settings: EvalS
     for name, features in variants.items():
         pictures = [(f.clip, f.sync) for f in features]
         latents = torch.cat(list(model.sample(pictures, [""] * len(pictures), None, settings)))
-        shares[name] = (latents >= SOUND_RANGE[1] - 1e-3).float().mean(dim=(1, 2)).tolist()
+        shares[name] = ceiling_share(latents).tolist()
         audio = {i: model.levelled(model.codec.decode(latents[i:i + 1])[0].numpy()) for i in textured}
         onsets[name] = pooled_scores([
             onset_scores(detect_onsets(audio[i], 16_000), clips[i].onset_times,
