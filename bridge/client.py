@@ -56,6 +56,8 @@ __all__ = [
 
 DEFAULT_ENDPOINT = os.environ.get("V2A_ENDPOINT", "tcp://127.0.0.1:5755")
 MAX_REPLY_BYTES = 1024 * 1024 * 1024
+SEND_TIMEOUT_MS = 2000
+"""How long a request may wait to be handed to ZeroMQ when there is no connection at all."""
 """Replies carry audio: a 10-minute stereo 24-bit WAV is ~170 MB."""
 NON_FINAL_EVENTS = frozenset({"accepted", "progress", "clip_done"})
 JOB_TYPES = frozenset({"generate", "generate_timeline"})
@@ -158,6 +160,9 @@ class Client:
     def _connect(self) -> None:
         sock = self._context.socket(zmq.DEALER)
         sock.linger = 0
+        # A DEALER with no pipe to the daemon (between reconnects, e.g. after a CURVE handshake
+        # the daemon refused) blocks on send: bound it, so no caller (a host's UI timer) hangs.
+        sock.sndtimeo = SEND_TIMEOUT_MS
         sock.maxmsgsize = MAX_REPLY_BYTES
         if self.curve_keys_dir is not None:
             self._use_curve(sock, self.curve_keys_dir)
@@ -232,20 +237,31 @@ class Client:
         size = sum(len(frame) for frame in frames)
         if size > MIN_MAX_MESSAGE_BYTES:
             if self._daemon_limit is None:
+                try:
+                    self._probe_limit()
+                except DaemonUnavailable:
+                    self._unfinished.pop(rid, None)
+                    raise
                 self._held.append((rid, type, frames))
-                self._probe_limit()
                 return
             if size > self._daemon_limit:
                 self._refuse_too_large(rid, type, size)
                 return
-        self._socket.send_multipart(frames, copy=False)
+        self._send_now(rid, frames)
+
+    def _send_now(self, rid: str, frames: list) -> None:
+        try:
+            self._socket.send_multipart(frames, copy=False)
+        except zmq.Again:
+            # Not handed over, so not to be sent again on a reconnect either.
+            self._unfinished.pop(rid, None)
+            raise DaemonUnavailable(self.endpoint, SEND_TIMEOUT_MS / 1000) from None
 
     def _probe_limit(self) -> None:
         if self._limit_probe is None:
-            self._limit_probe = self._new_id()
-            self._socket.send_multipart(
-                encode(make_header(self._limit_probe, "ping", session=self.session)), copy=False
-            )
+            probe = self._new_id()
+            self._send_now(probe, encode(make_header(probe, "ping", session=self.session)))
+            self._limit_probe = probe
 
     def _learn_limit(self, reply: dict) -> None:
         """Note the daemon's size limit and send (or refuse) the requests held for it."""

@@ -169,3 +169,22 @@ def test_a_request_the_daemon_could_not_answer_by_id_is_refused_at_once(tmp_path
         assert isinstance(outcome[0], V2AError) and not isinstance(outcome[0], DaemonUnavailable)
         assert "header" in str(outcome[0])
         assert client.generate(media, 0.0, 0.2, steps=1).type == "result"
+
+
+def test_a_request_that_cannot_be_handed_to_zeromq_is_daemon_unavailable_not_a_hang():
+    # Nobody listens: requests queue on the connection until ZeroMQ's high-water mark, and then
+    # a send would block for good (as it does between reconnects after a refused CURVE
+    # handshake). The client gives up after SEND_TIMEOUT_MS and forgets the job it could not send.
+    import bridge.client as client_module
+
+    with Client(free_tcp_endpoint(), timeout=0.5) as client:
+        started = time.monotonic()
+        with pytest.raises(DaemonUnavailable):
+            for _ in range(100_000):
+                client.submit("generate", {"clips": []})
+        assert time.monotonic() - started < 30
+        assert client_module.SEND_TIMEOUT_MS / 1000 <= 5
+        before = len(client._unfinished)
+        with pytest.raises(DaemonUnavailable):
+            client.submit("generate", {"clips": []})
+        assert len(client._unfinished) == before
