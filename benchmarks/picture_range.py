@@ -30,25 +30,19 @@ WEIGHTS = Path(__file__).resolve().parents[1] / "daemon" / "model" / "weights"
 VALIDATION = 1_900_000
 
 
-def _features(seeds: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    from daemon.model.events import DETECTOR_FILE, EventDetector
-    from daemon.model.visual import MotionFeatures
-    from daemon.model.world.dataset import training_pictures
-
-    torch.set_num_threads(1)
-    visual = MotionFeatures(contacts=EventDetector.load(WEIGHTS / DETECTOR_FILE))
-    return [(f.clip, f.sync) for f in training_pictures(seeds, visual)]
-
-
 def training_features(clips: int, cache: Path | None):
+    from daemon.model.events import DETECTOR_FILE
+    from daemon.model.train_default import training_picture_features
     from daemon.model.visual import VisualFeatures
 
     if cache is not None and cache.exists():
         rows = torch.load(cache)
     else:
+        detector = str(WEIGHTS / DETECTOR_FILE)
         with multiprocessing.get_context("spawn").Pool(2) as pool:
-            parts = pool.map(_features, [list(range(k, clips, 2)) for k in range(2)])
-        rows = [row for part in parts for row in part]
+            parts = pool.starmap(training_picture_features,
+                                 [(detector, list(range(k, clips, 2))) for k in range(2)])
+        rows = [(f.clip, f.sync) for part in parts for f in part]
         if cache is not None:
             torch.save(rows, cache)
     return [VisualFeatures(clip, sync) for clip, sync in rows]

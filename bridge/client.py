@@ -56,9 +56,9 @@ __all__ = [
 
 DEFAULT_ENDPOINT = os.environ.get("V2A_ENDPOINT", "tcp://127.0.0.1:5755")
 MAX_REPLY_BYTES = 1024 * 1024 * 1024
+"""Replies carry audio: a 10-minute stereo 24-bit WAV is ~170 MB."""
 SEND_TIMEOUT_MS = 2000
 """How long a request may wait to be handed to ZeroMQ when there is no connection at all."""
-"""Replies carry audio: a 10-minute stereo 24-bit WAV is ~170 MB."""
 NON_FINAL_EVENTS = frozenset({"accepted", "progress", "clip_done"})
 JOB_TYPES = frozenset({"generate", "generate_timeline"})
 LIMIT_STATED_IN = frozenset({"pong", "status_reply"})

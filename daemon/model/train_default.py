@@ -358,9 +358,9 @@ def picture_range(args) -> None:
     parts = [seeds[k::args.workers] for k in range(args.workers)]
     if args.workers > 1:
         with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
-            features = pool.starmap(_training_features, [(args.detector, part) for part in parts])
+            features = pool.starmap(training_picture_features, [(args.detector, part) for part in parts])
     else:
-        features = [_training_features(args.detector, seeds)]
+        features = [training_picture_features(args.detector, seeds)]
     span = PictureRange.spanning([f for part in features for f in part], args.share,
                                  args.sustained)
     span.save(args.out, {"seeds": f"{seeds[0]}-{seeds[-1]}", "share": args.share,
@@ -369,7 +369,9 @@ def picture_range(args) -> None:
          f"central {args.share:g})")
 
 
-def _training_features(detector: str | None, seeds: list[int]) -> list[VisualFeatures]:
+def training_picture_features(detector: str | None, seeds: list[int]) -> list[VisualFeatures]:
+    """The picture features of training seeds as the network saw them, with the contact
+    detector at `detector` (None: without it); one thread, for one worker process."""
     torch.set_num_threads(1)
     contacts = EventDetector.load(detector) if detector else None
     return list(training_pictures(seeds, MotionFeatures(contacts=contacts)))
