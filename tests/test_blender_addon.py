@@ -889,6 +889,60 @@ def test_daemon_restarted_mid_run_finishes_the_run(edit, movies, addon, tmp_path
                 daemon.wait(timeout=10)
 
 
+def test_a_job_the_daemon_never_took_is_sent_again(edit, movies, addon, monkeypatch):
+    """The job went to a daemon that vanished before acknowledging it, and a daemon answers the
+    silence ping: the add-on sends the job again under its id instead of pinging for ever."""
+    import msgpack
+    import zmq
+
+    from bridge import wire
+
+    endpoint = _free_endpoint()
+    router = zmq.Context.instance().socket(zmq.ROUTER)
+    router.linger = 0
+    router.bind(endpoint)
+    jobs = []
+
+    def answer(identity, request, type_, body):
+        header = msgpack.packb({"id": request.id, "type": type_})
+        router.send_multipart([identity, wire.VERSION_FRAME, header, msgpack.packb(body)])
+
+    def serve():
+        """Play the daemon: pong every ping, never acknowledge the first job, fail the next."""
+        while router.poll(0):
+            identity, *frames = router.recv_multipart()
+            request = wire.decode(frames)
+            if request.type == "ping":
+                answer(identity, request, "pong", {"protocol": wire.PROTOCOL_VERSION,
+                                                   "version": "0.0.9", "instance": "one"})
+            elif request.type == "generate_timeline":
+                jobs.append(request.id)
+                if len(jobs) == 2:
+                    answer(identity, request, "error", {"code": "internal", "message": "stop"})
+
+    runner = _runner(addon)
+    prefs = _prefs()
+    prefs.endpoint, prefs.start_daemon, prefs.answer_timeout = endpoint, False, 5.0
+    monkeypatch.setattr(addon.session, "SILENCE_PING_S", 0.3)
+    edit.sequence_editor.strips.new_movie("Shot", str(movies["ntsc"]), 1, 1)
+    texts = []
+    try:
+        assert bpy.ops.sequencer.v2a_generate() == {"FINISHED"}
+
+        def done():
+            serve()
+            texts.append(runner.state.progress_text)
+            return not runner.busy
+
+        _drive(addon, done, timeout=20)
+    finally:
+        router.close()
+    assert len(jobs) == 2 and jobs[0] == jobs[1]
+    assert "the daemon did not take the job; sending it again" in texts
+    assert runner.state.message == "Generation failed: stop"
+    assert _strips(edit, "SOUND") == {}
+
+
 def test_sound_does_not_go_onto_a_muted_or_locked_channel(edit, movies, addon, connected):
     """The lowest free channel above the picture may be one the editor muted (the sound would be
     silent, and unmuting the strip would not help) or locked: the sound skips such channels."""

@@ -179,16 +179,26 @@ class Runner:
             self.state.job_id = job_id
             self.state.phase = "running"
             self.state.progress_text = "submitted"
-        elif (self.state.phase == "running" and self._instance is not None
-              and pong.get("instance") and pong["instance"] != self._instance):
-            # The daemon restarted and lost the job: send it again under the same id (the new
-            # run answers from its journal or runs it).
-            self._instance = pong["instance"]
+        elif self.state.phase == "running" and self._job_lost(pong):
+            # Send it again under the same id: a daemon that has it re-attaches to it, a new run
+            # answers from its journal or runs it.
+            restarted = self._instance is not None
+            self._instance = pong.get("instance") or self._instance
             if self._submit("generate_timeline", self._job.body,
                             request_id=self.state.job_id) is not None:
-                self.state.progress_text = "the daemon restarted; sending the job again"
+                self.state.progress_text = ("the daemon restarted; sending the job again"
+                                            if restarted else
+                                            "the daemon did not take the job; sending it again")
         elif self._job is None:
             self.state.phase = "idle"
+
+    def _job_lost(self, pong: dict) -> bool:
+        """Whether the running job is nowhere, as this pong tells: a silence ping was answered
+        by another daemon run than the one that accepted it, or the job was never acknowledged
+        (the daemon went away before taking it, and a daemon answers now)."""
+        if self._instance is None:
+            return True
+        return bool(pong.get("instance")) and pong["instance"] != self._instance
 
     def _on_job_event(self, event) -> None:
         body = event.body
