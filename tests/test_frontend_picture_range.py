@@ -70,6 +70,27 @@ def test_a_picture_beyond_all_training_values_for_most_frames_is_held_within_the
     assert torch.equal(held.sync, torch.zeros(4, 2))
 
 
+def test_an_unfamiliar_stretch_is_held_at_its_times_in_both_streams_and_the_rest_is_not():
+    span = span_of_unit_channels()
+    # At a frame a second (stretches of 4 frames) the clip stream is familiar for 6 s, then
+    # beyond the outer range: a textured shot after a title card. The sync stream (2 frames a
+    # second) lies inside the outer range throughout, beyond the inner one in its second channel.
+    clip = torch.zeros(12, 2)
+    clip[6:, 0] = 5.0
+    sync = torch.zeros(24, 2)
+    sync[:, 1] = 2.0
+    picture = VisualFeatures(clip, sync)
+    in_clip, in_sync = span.unfamiliar_frames(picture, rates=(1, 2))
+    # The first stretch beyond in more than half its frames starts at frame 5 (5..8: 3 of 4).
+    assert in_clip.tolist() == [False] * 5 + [True] * 7
+    assert in_sync.tolist() == [False] * 10 + [True] * 14  # the same times, 5 s on
+    held = span.hold(picture, rates=(1, 2))
+    assert torch.equal(held.clip[:6], clip[:6]) and held.clip[6:, 0].tolist() == [1.0] * 6
+    assert held.sync[:10, 1].tolist() == [2.0] * 10 and held.sync[10:, 1].tolist() == [1.0] * 14
+    # Shorter than a stretch, a picture is one stretch: 6 of 12 frames beyond is not enough.
+    assert not span.unfamiliar(picture, rates=(4, 8))
+
+
 def test_a_range_round_trips_and_one_of_other_channels_is_refused(tmp_path):
     span = PictureRange(torch.randn(4, 64), torch.randn(4, 68), sustained=0.75)
     path = tmp_path / PICTURE_RANGE_FILE
@@ -111,6 +132,12 @@ def test_the_shipped_weights_come_with_the_range_of_their_training_pictures(tmp_
         raw = visual.encode_frames(generate_clip(seed, WorldConfig(duration=2.0)).frames, 25)
         assert not span.unfamiliar(raw)
     assert span.unfamiliar(visual.encode_frames(unfamiliar_picture("texture_still", 1_000_000)[:50], 25))
+    # A textured shot after a 2 s title card: the shot is held, the first second of the card is
+    # not (the stretch starting on the card's last frames already lies mostly beyond).
+    raw = visual.encode_frames(unfamiliar_picture("texture_after_title", 1_000_000), 25)
+    held = span.hold(raw)
+    assert torch.equal(held.clip[:8], raw.clip[:8]) and torch.equal(held.sync[:25], raw.sync[:25])
+    assert not torch.equal(held.clip[16:], raw.clip[16:])
 
 
 @pytest.mark.parametrize("kind", KINDS)

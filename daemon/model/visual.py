@@ -462,6 +462,14 @@ def _slow_context(values: np.ndarray, width: int) -> np.ndarray:
 PICTURE_RANGE_FILE = "picture_range.safetensors"
 """Its name beside the network weights whose training pictures it spans."""
 
+MOTION_RATES = (Fraction(8), Fraction(25))
+"""MotionFeatures' clip and sync stream rates, frames per second."""
+
+STRETCH_S = 4.0
+"""PictureRange judges a picture in stretches this long (the whole picture when shorter): a
+textured shot after a black leader or a title card is held though the clip is not textured
+throughout, and an event, a fraction of a second, never fills a stretch."""
+
 
 @dataclass(frozen=True)
 class PictureRange:
@@ -471,12 +479,13 @@ class PictureRange:
     The world's pictures are flat colour and gradients. Real footage is textured and the camera
     pans: held for a whole clip beyond anything the world shows, a textured picture's edge
     channels (a pan's motion channels) made the shipped network run away into a blast of noise.
-    A picture is unfamiliar when, in any channel, more than `sustained` of its frames lie outside
-    the outer range (every value the training pictures took). Every channel of an unfamiliar
-    picture is then held within the inner range (the central `share` of the training values):
-    held at the world's largest values instead, a texture still ran away. A familiar picture is
-    left exactly as it is, its brief extremes included, which are its events: holding every
-    picture within the inner range cost the world's impacts and flashes (model card).
+    A stretch of `STRETCH_S` seconds is unfamiliar when, in any channel, more than `sustained`
+    of its frames lie outside the outer range (every value the training pictures took). Every
+    channel of every frame in an unfamiliar stretch, in both streams, is then held within the
+    inner range (the central `share` of the training values): held at the world's largest
+    values instead, a texture still ran away. The rest of the picture is left exactly as it is,
+    its brief extremes included, which are its events: holding every picture within the inner
+    range cost the world's impacts and flashes (model card).
 
     `clip` (4, clip_dim) and `sync` (4, sync_dim) hold the inner low and high ends, then the
     outer low and high ends."""
@@ -502,22 +511,51 @@ class PictureRange:
 
         return cls(ranges([f.clip for f in features]), ranges([f.sync for f in features]), sustained)
 
-    def unfamiliar(self, features: VisualFeatures) -> bool:
-        """Whether some channel of `features` lies outside everything the training pictures
-        showed for more than `sustained` of its frames."""
+    def unfamiliar_frames(self, features: VisualFeatures,
+                          rates: tuple[Fraction, Fraction] = MOTION_RATES) -> tuple[torch.Tensor, torch.Tensor]:
+        """Which frames of the clip and sync streams (streams at `rates` frames a second) lie in
+        an unfamiliar stretch: two bool tensors, (clip frames,) and (sync frames,). A frame of
+        one stream is in it when the frame of the other stream at its time is."""
+        clip = self._stretches(features.clip, self.clip, rates[0])
+        sync = self._stretches(features.sync, self.sync, rates[1])
+        clip_of_sync = _frames_at_times(len(sync), rates[1], len(clip), rates[0])
+        sync_of_clip = _frames_at_times(len(clip), rates[0], len(sync), rates[1])
+        return clip | sync[sync_of_clip], sync | clip[clip_of_sync]
 
-        def beyond(values: torch.Tensor, ends: torch.Tensor) -> bool:
-            outside = (values < ends[2]) | (values > ends[3])
-            return bool((outside.float().mean(0) > self.sustained).any())
+    def _stretches(self, values: torch.Tensor, ends: torch.Tensor, rate: Fraction) -> torch.Tensor:
+        """(frames,) bool: the frames inside some stretch of STRETCH_S seconds (the whole stream
+        when shorter) where a channel lies outside the outer range in more than `sustained` of
+        the frames."""
+        frames = values.shape[0]
+        if frames == 0:
+            return torch.zeros(0, dtype=torch.bool)
+        span = min(frames, max(1, round(STRETCH_S * rate)))
+        outside = ((values < ends[2]) | (values > ends[3])).to(torch.int64)
+        counts = torch.cat([torch.zeros_like(outside[:1]), outside.cumsum(0)])
+        share = (counts[span:] - counts[:-span]).float() / span  # (frames - span + 1, channels)
+        flagged = (share > self.sustained).any(1).float()
+        # A frame is in a flagged stretch if one starts within span - 1 frames before it.
+        covered = torch.nn.functional.max_pool1d(
+            torch.nn.functional.pad(flagged[None, None], (span - 1, span - 1)), span, stride=1)
+        return covered[0, 0] > 0
 
-        return beyond(features.clip, self.clip) or beyond(features.sync, self.sync)
+    def unfamiliar(self, features: VisualFeatures,
+                   rates: tuple[Fraction, Fraction] = MOTION_RATES) -> bool:
+        """Whether some stretch of `features` lies outside everything the training pictures
+        showed (see the class)."""
+        clip, sync = self.unfamiliar_frames(features, rates)
+        return bool(clip.any() or sync.any())
 
-    def hold(self, features: VisualFeatures) -> VisualFeatures:
-        """`features` as they are if familiar, else held within the inner range."""
-        if not self.unfamiliar(features):
+    def hold(self, features: VisualFeatures,
+             rates: tuple[Fraction, Fraction] = MOTION_RATES) -> VisualFeatures:
+        """`features` with their unfamiliar stretches held within the inner range; the same
+        object when there are none."""
+        clip, sync = self.unfamiliar_frames(features, rates)
+        if not (clip.any() or sync.any()):
             return features
-        return VisualFeatures(clip=features.clip.clamp(self.clip[0], self.clip[1]),
-                              sync=features.sync.clamp(self.sync[0], self.sync[1]))
+        return VisualFeatures(
+            clip=torch.where(clip[:, None], features.clip.clamp(self.clip[0], self.clip[1]), features.clip),
+            sync=torch.where(sync[:, None], features.sync.clamp(self.sync[0], self.sync[1]), features.sync))
 
     def save(self, path: str | Path, meta: dict) -> None:
         from safetensors.torch import save_file
@@ -546,8 +584,7 @@ class MotionFeatures:
     contact detector (`daemon.model.events`), its channels follow the 64 in the sync stream."""
 
     name = "motion-features-v1"
-    clip_rate = Fraction(8)
-    sync_rate = Fraction(25)
+    clip_rate, sync_rate = MOTION_RATES
     clip_dim = 64
     sync_dim = 64
 
@@ -615,7 +652,16 @@ class MotionFeatures:
             clip=torch.from_numpy(np.clip(clip, -LIMIT, LIMIT).astype(np.float32)),
             sync=torch.from_numpy(np.clip(sync, -LIMIT, LIMIT).astype(np.float32)),
         )
-        return features if self.picture_range is None else self.picture_range.hold(features)
+        if self.picture_range is None:
+            return features
+        return self.picture_range.hold(features, (self.clip_rate, self.sync_rate))
+
+
+def _frames_at_times(count: int, rate: Fraction, other_count: int, other_rate: Fraction) -> torch.Tensor:
+    """For each of `count` frames at `rate`, the index of the frame at `other_rate` shown at its
+    middle (clamped to the other stream's `other_count` frames)."""
+    middles = (torch.arange(count, dtype=torch.float64) + 0.5) / float(rate)
+    return (middles * float(other_rate)).floor().long().clamp(0, max(0, other_count - 1))
 
 
 def default_visual(sync_dim: int, weights: str | Path) -> MotionFeatures:

@@ -3,7 +3,8 @@
 The world draws flat colour, gradients and a little grain. Real footage is textured, and the
 camera pans. Each picture here takes one step away from the world in one of those directions,
 so a report can say which step the network does not survive. All are 8 s at 25 fps, drawn
-from a seed; `world_over_texture` keeps a held-out world clip's events under a texture.
+from a seed; `world_over_texture` keeps a held-out world clip's events under a texture, and
+`texture_after_title` opens on a flat title card, as edited footage often does.
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ from .clip import WorldConfig, generate_clip
 from .dataset import HELD_OUT_SEEDS
 
 KINDS = ("texture_still", "texture_pan_slow", "texture_pan_fast", "world_over_texture",
-         "box_over_grey")
+         "box_over_grey", "texture_after_title")
+
+TITLE_S = 2.0
+"""How long `texture_after_title` shows its title card before the textured shot."""
 
 
 def _blocks(rng: np.random.Generator, height: int, width: int, block: int) -> np.ndarray:
@@ -54,4 +58,11 @@ def unfamiliar_picture(kind: str, seed: int, config: WorldConfig | None = None) 
             x = int(f * (w - 16) / frames)
             pixels[f, 20:34, x:x + 16] = colour
         return _to_frames(pixels)
+    if kind == "texture_after_title":
+        title = round(TITLE_S * config.fps)
+        card = np.broadcast_to(rng.uniform(0.0, 0.3, 3), (title, height, width, 3)).copy()
+        card[:, height // 2 - 4:height // 2 + 4, width // 4:3 * width // 4] = 0.9  # the title
+        strip = _blocks(rng, height, width + frames - title, 4)
+        shot = np.stack([strip[:, f:f + width] for f in range(frames - title)])
+        return _to_frames(np.concatenate([card, shot]))
     raise ValueError(f"unknown unfamiliar picture {kind!r}; one of {', '.join(KINDS)}")
