@@ -48,8 +48,8 @@ Sections (metrics are the pure functions of daemon.model.world.metrics):
   event's spans then hold the ambience, raised.
 - unfamiliar: pictures unlike the world's (a still or panning texture, a world clip under a
   texture, a box over flat grey, a textured shot after a title card: `world.unfamiliar`), with
-  no prompt; the share of each clip's
-  latent at the sampler's ceiling, where a network that does not know a picture runs off to.
+  no prompt; the share of each clip's latent at the sampler's ceiling, where a network that does
+  not know a picture runs off to.
   The engine holds every picture within its training pictures' range (`visual.PictureRange`);
   the baseline is the same pictures as they come.
 """
