@@ -353,7 +353,7 @@ def average(args) -> None:
 
 def picture_range(args) -> None:
     """Measure the range of the training pictures' features and write it beside the weights
-    (`visual.PictureRange`): the engine holds every picture within it."""
+    (`visual.PictureRange`): the engine holds the unfamiliar stretches of a picture within it."""
     seeds = list(range(args.first_seed, args.first_seed + args.clips))
     parts = [seeds[k::args.workers] for k in range(args.workers)]
     if args.workers > 1:
@@ -469,8 +469,9 @@ def main(argv=None) -> None:
                    help="the central share of each channel's values that the inner range, "
                         "where an unfamiliar picture is held, keeps")
     r.add_argument("--sustained", type=float, default=0.9,
-                   help="a picture with a channel outside every training value for more than "
-                        "this share of its frames is unfamiliar")
+                   help="a stretch of the picture (visual.STRETCH_S) with a channel outside "
+                        "every training value for more than this share of its frames is "
+                        "unfamiliar")
     r.add_argument("--workers", type=int, default=1)
     args = parser.parse_args(argv)
     {"precompute": precompute, "train": train, "export": export, "average": average,
