@@ -22,6 +22,9 @@ from pathlib import Path
 from bridge.atomic_file import cannot_write, replacing, write_replacing
 
 EXIT_SOME_FAILED = 2
+UNFAMILIAR_ADVICE = (
+    "the picture is unlike any the model learnt from, and much of the sound ran to the loudest "
+    "a sound can be; listen before you keep it (the file's comment says so too)")
 _OUT_ADAPTERS = {".otio": "otio_json", ".otioz": "otioz", ".xml": "fcp_xml"}
 
 
@@ -242,6 +245,8 @@ def _summary(plan, body, done: dict, out: Path, media_dir: Path) -> None:
             files = ""
         elif job.label in done:
             result = "cached" if done[job.label]["cached"] else "[green]generated[/green]"
+            if done[job.label].get("unfamiliar"):
+                result += ", [yellow]untrusted[/yellow]"
             files = ", ".join(Path(f).name for f in done[job.label]["files"])
         else:
             result, files = "not placed", ""
@@ -258,6 +263,9 @@ def _summary(plan, body, done: dict, out: Path, media_dir: Path) -> None:
     console.print(f"WAVs in {media_dir}")
     if failed:
         console.print(f"[red]{len(failed)} clip(s) failed[/red]; the others are on the timeline")
+    untrusted = sum(bool(d.get("unfamiliar")) for d in done.values())
+    if untrusted:
+        console.print(f"[yellow]{untrusted} clip(s) not to be trusted[/yellow]: {UNFAMILIAR_ADVICE}")
 
 
 def _timecode(seconds, plan) -> str:
@@ -344,6 +352,8 @@ def cmd_generate(args) -> int:
     body = event.body
     print(f"wrote {out} ({body['duration']:.3f} s, {body['channels']} ch, 48 kHz 24-bit, "
           f"model {body['model']}, seed {body['seed']}{', cached' if body['cached'] else ''})")
+    if body.get("unfamiliar"):
+        print(f"v2a: this sound is not to be trusted: {UNFAMILIAR_ADVICE}", file=sys.stderr)
     return 0
 
 

@@ -30,6 +30,7 @@ TRACK_NAME = "V2A"
 class Take:
     file: str  # absolute path of the WAV on the daemon's host
     seed: int
+    unfamiliar: bool = False  # the engine judged this sound not to be trusted
 
 
 @dataclass
@@ -150,6 +151,7 @@ def build_output(
                         "source_in": _frames(plan.frames(job.head)),
                         "clip": job.label,
                         "take": n,
+                        "unfamiliar": take.unfamiliar,
                     }
                 )
             cursor = job.record_end
@@ -179,7 +181,8 @@ def _audio_clip(made: GeneratedClip, plan: TimelinePlan, rt, resolve: bool) -> o
             "prompt": job.prompt,
             "negative_prompt": job.negative_prompt,
             "seed": made.takes[0].seed,
-            "takes": [{"file": t.file, "seed": t.seed} for t in made.takes],
+            "takes": [{"file": t.file, "seed": t.seed, "unfamiliar": t.unfamiliar}
+                      for t in made.takes],
             "video_clips": list(job.clip_names),
             "cached": made.cached,
         }

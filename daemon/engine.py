@@ -103,6 +103,12 @@ class GeneratedAudio:
     def duration(self) -> float:
         return self.samples.shape[1] / self.sample_rate
 
+    @property
+    def unfamiliar(self) -> bool:
+        """The engine judged this sound not to be trusted: the picture was unlike any the model
+        learnt from (`metadata["unfamiliar"]`, set by engines that can tell)."""
+        return bool(self.metadata.get("unfamiliar", False))
+
 
 ProgressFn = Callable[[str, int, int], None]
 """progress(stage, step, total): called often; the worker turns it into events with an ETA."""

@@ -37,7 +37,7 @@ from bridge.timeline_output import GeneratedClip, Take, build_output
 from daemon.engine import RESULT_REVISION, Cancelled, ClipRequest, MediaError, Segment
 from daemon.jobs import JobFailed
 from daemon.security import SecurityError, safe_filename, safe_join
-from daemon.wav import audio_wav_bytes
+from daemon.wav import audio_wav_bytes, file_is_unfamiliar, is_unfamiliar
 
 CACHE_VERSION = 1
 BATCH_LIMIT = 8
@@ -229,12 +229,12 @@ def _deliver_known(ctx, work: list[_Work], states, count) -> list[_Work]:
     pending = []
     for w in work:
         if _in_media_dir(ctx, w, states, count):
-            _take_done(ctx, w, states, count, cached=True)
+            _take_done(ctx, w, states, count, cached=True, unfamiliar=_written_unfamiliar(ctx, w))
             continue
         data = ctx.store.get_blob(w.key)
         if data is not None:
             _write_take(ctx, w, data, states, count)
-            _take_done(ctx, w, states, count, cached=True)
+            _take_done(ctx, w, states, count, cached=True, unfamiliar=is_unfamiliar(data))
             continue
         pending.append(w)
     return pending
@@ -287,7 +287,7 @@ def _generate(ctx, group: list[_Work], states, failed, count) -> None:
         )
         ctx.store.put_blob(w.key, data)  # first: a take media_dir refuses is not made again
         _write_take(ctx, w, data, states, count)
-        _take_done(ctx, w, states, count, cached=False)
+        _take_done(ctx, w, states, count, cached=False, unfamiliar=audio.unfamiliar)
 
 
 def _clip_failed(states, failed, job: ClipJob, code: str, message: str) -> None:
@@ -297,9 +297,9 @@ def _clip_failed(states, failed, job: ClipJob, code: str, message: str) -> None:
         failed.append({"clip": job.label, "code": code, "message": message})
 
 
-def _take_done(ctx, w: _Work, states, count, *, cached: bool) -> None:
+def _take_done(ctx, w: _Work, states, count, *, cached: bool, unfamiliar: bool) -> None:
     state = states[w.job.index]
-    state.takes[w.take] = Take(file=str(w.path), seed=w.request.seed)
+    state.takes[w.take] = Take(file=str(w.path), seed=w.request.seed, unfamiliar=unfamiliar)
     state.cached = state.cached and cached
     if len(state.takes) == ctx.request.takes and not state.failed:
         state.delivered = True
@@ -312,6 +312,7 @@ def _take_done(ctx, w: _Work, states, count, *, cached: bool) -> None:
                 "count": count,
                 "files": [state.takes[t].file for t in sorted(state.takes)],
                 "cached": state.cached,
+                "unfamiliar": any(t.unfamiliar for t in state.takes.values()),
             },
         )
 
@@ -322,6 +323,16 @@ def _in_media_dir(ctx, w: _Work, states, count) -> bool:
         return w.path.is_file() and w.path.stat().st_size > 44
     except OSError as exc:  # a path too long for the file system, a folder it cannot read
         raise _output_failed(ctx, w, exc, states, count) from exc
+
+
+def _written_unfamiliar(ctx, w: _Work) -> bool:
+    """Whether a take an earlier run wrote into media_dir carries the unfamiliar note. A file
+    that cannot be read here is not refused for it (the host may still read it): logged."""
+    try:
+        return file_is_unfamiliar(w.path)
+    except OSError as exc:
+        ctx.log.warning("cannot read %s to see whether its sound is to be trusted: %s", w.path, exc)
+        return False
 
 
 def _write_take(ctx, w: _Work, data: bytes, states, count) -> None:

@@ -43,7 +43,7 @@ from daemon.jobs import (
     free_accelerator_memory,
 )
 from daemon.store import ResultStore
-from daemon.wav import audio_wav_bytes
+from daemon.wav import audio_wav_bytes, is_unfamiliar
 from schemas.messages import check_event
 
 log = logging.getLogger("v2a.worker")
@@ -324,5 +324,6 @@ def run_generate(ctx: JobContext) -> tuple[dict, tuple[bytes]]:
         "model": ctx.engine.name, "seed": request.seed, "steps": request.steps,
         "cfg": request.cfg, "cached": cached, "low_memory": ctx.low_memory_used,
         "elapsed_s": round(time.monotonic() - started, 4),
+        "unfamiliar": is_unfamiliar(wav),
     }
     return body, (wav,)

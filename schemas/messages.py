@@ -39,6 +39,9 @@ MAX_SEED = 2**63 - 1
 
 JobId = Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS, pattern=r"^[A-Za-z0-9._:\-]+$")]
 Prompt = Annotated[str, Field(max_length=MAX_PROMPT_CHARS)]
+Unfamiliar = Annotated[bool, Field(
+    description="the picture is unlike any the model learnt from: this sound is not to be "
+                "trusted (its WAV's comment says so too)")]
 Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 Steps = Annotated[int, Field(ge=1, le=200)]
 Cfg = Annotated[float, Field(ge=0.0, le=50.0)]
@@ -209,6 +212,7 @@ class ClipDone(_Body):
     count: int = Field(ge=1)
     files: list[str]
     cached: bool
+    unfamiliar: Unfamiliar = False
 
 
 class GenerateResult(_Body):
@@ -225,6 +229,7 @@ class GenerateResult(_Body):
     cached: bool = False
     low_memory: bool = False
     elapsed_s: float = 0.0
+    unfamiliar: Unfamiliar = False
 
 
 class Placement(_Body):
@@ -237,6 +242,7 @@ class Placement(_Body):
     source_in: int = Field(ge=0)
     clip: str
     take: int = Field(ge=1)
+    unfamiliar: Unfamiliar = False
 
 
 class FailedClip(_Body):

@@ -5,7 +5,9 @@ the next step, out-of-memory on demand) without any model.
 `ToneEngine` makes a stereo tone whose pitch follows the seed with a click at every cut.
 Subprocess daemons pick one with ``--engine tests.engines:ToneEngine`` (or a factory below);
 settings also come from the environment there: V2A_TONE_STEP_DELAY (seconds per sampler step),
-V2A_TONE_OOM ("once" | "always"), V2A_TONE_LOAD_DELAY.
+V2A_TONE_OOM ("once" | "always"), V2A_TONE_LOAD_DELAY, V2A_TONE_UNFAMILIAR (a piece of a media
+path: pictures whose path holds it come back marked unfamiliar, as the real engine marks a
+picture unlike any it learnt from).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class ToneEngine:
         step_delay: float | None = None,
         load_delay: float | None = None,
         oom: str | None = None,
+        unfamiliar: str | None = None,
         name: str = "tone-test",
     ):
         env = os.environ
@@ -43,6 +46,7 @@ class ToneEngine:
         self.step_delay = float(env.get("V2A_TONE_STEP_DELAY", 0.0)) if step_delay is None else step_delay
         self.load_delay = float(env.get("V2A_TONE_LOAD_DELAY", 0.0)) if load_delay is None else load_delay
         self.oom = env.get("V2A_TONE_OOM") or None if oom is None else oom
+        self.unfamiliar = env.get("V2A_TONE_UNFAMILIAR") or None if unfamiliar is None else unfamiliar
         self._device = ""
         self.loads = 0
         self.unloads = 0
@@ -102,7 +106,9 @@ class ToneEngine:
                 time.sleep(self.step_delay)
             progress("sampling", step + 1, request.steps)
         progress("decoding_audio", 1, 1)
-        return GeneratedAudio(self._synthesise(request), OUTPUT_RATE, {"engine": self.name})
+        unfamiliar = bool(self.unfamiliar) and any(self.unfamiliar in s.media for s in request.segments)
+        return GeneratedAudio(self._synthesise(request), OUTPUT_RATE,
+                              {"engine": self.name, "unfamiliar": unfamiliar})
 
     def generate_batch(self, requests, progress, cancelled):
         return [self.generate(r, progress, cancelled) for r in requests]

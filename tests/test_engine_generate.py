@@ -257,8 +257,9 @@ def test_the_shipped_network_far_out_of_range_still_gives_finite_audio(video, ca
     assert audio.samples.shape == (2, OUTPUT_RATE)
     assert np.isfinite(audio.samples).all() and np.abs(audio.samples).max() > 0
     assert audio.metadata["loudness_lufs"] == pytest.approx(-20.0, abs=0.5)
-    # And the log says the sound is not to be trusted.
+    # And the log and the audio say the sound is not to be trusted.
     assert audio.metadata["overloud_share"] > 0.01
+    assert audio.unfamiliar
     assert "not to be trusted" in caplog.text
 
 
@@ -269,6 +270,7 @@ def test_the_shipped_network_holds_the_picture_within_its_training_range(video, 
     audio = engine.generate(_request(video, 0.0, 1.0, steps=2), _ignore, _never)
     assert engine.visual.picture_range is not None
     assert np.isfinite(audio.samples).all() and audio.metadata["overloud_share"] <= 0.01
+    assert not audio.unfamiliar
     assert "not to be trusted" not in caplog.text
 
 

@@ -14,6 +14,7 @@ import soundfile as sf
 from bridge.cli import main
 from bridge.timeline_output import is_generated_track
 from tests.daemon_harness import full_disk, running_server
+from tests.engines import ToneEngine
 from tests.timeline_kit import clip, dissolve, timeline, track, write_movie
 
 
@@ -101,6 +102,24 @@ def test_generate_command(endpoint, project, capsys):
                "-o", out) == 0
     assert sf.info(out).frames == 12000
     capsys.readouterr()
+
+
+def test_both_commands_say_which_sound_is_not_to_be_trusted(project, tmp_path_factory, capsys):
+    engine = ToneEngine(unfamiliar="b.mp4")
+    with running_server(tmp_path_factory.mktemp("cache"), engine) as server:
+        assert v2a(server.endpoint, "generate", project / "shots" / "b.mp4", "--steps", "1",
+                   "-o", project / "b.wav") == 0
+        assert "not to be trusted" in capsys.readouterr().err
+        assert v2a(server.endpoint, "generate", project / "shots" / "a.mp4", "--steps", "1",
+                   "-o", project / "a.wav") == 0
+        assert "trusted" not in capsys.readouterr().err
+        assert v2a(server.endpoint, "timeline", project / "edit.otio", "-o", project / "o.otio",
+                   "--media-dir", project / "wavs", "--steps", "1") == 2
+    printed = capsys.readouterr().out
+    # B's row (rich may wrap it onto a second line) says so, and no other row does.
+    assert printed.count("untrusted") == 1
+    assert printed.index("B [V1/3]") < printed.index("untrusted") < printed.index("lost [V1/4]")
+    assert "1 clip(s) not to be trusted" in printed
 
 
 @pytest.mark.parametrize("ext, adapter", [(".xml", "fcp_xml"), (".otioz", None)])

@@ -141,6 +141,24 @@ def test_incremental_rerun(daemon, media, tmp_path):
     assert len(list((tmp_path / "elsewhere").glob("*.wav"))) == 3
 
 
+def test_sound_not_to_be_trusted_is_marked_fresh_from_the_cache_and_from_media_dir(media, tmp_path):
+    # The engine marks B's picture unfamiliar. Whether B's sound is made now, comes from the
+    # daemon's cache, or is already in media_dir from an earlier run, the editor hears of it in
+    # its clip_done, its placement and the output timeline; A and C stay trusted.
+    engine = ToneEngine(unfamiliar=media["b"])
+    with running_server(tmp_path / "cache", engine) as server, Client(server.endpoint) as client:
+        runs = [run(client, edit(media), tmp_path / folder) for folder in ("w", "w", "elsewhere")]
+    assert len(engine.calls) == 3
+    for body, events in runs:
+        done = {e.body["clip"]: e.body["unfamiliar"] for e in events if e.type == "clip_done"}
+        assert done == {"A [V1/1]": False, "B [V1/3]": True, "C [V1/5]": False}
+        assert [p["unfamiliar"] for p in body["placements"]] == [False, True, False]
+        out = otio.adapters.read_from_string(body["otio"])
+        (v2a,) = [t for t in out.tracks if is_generated_track(t)]
+        takes = [c.metadata["v2a"]["takes"][0]["unfamiliar"] for c in v2a.find_clips()]
+        assert takes == [False, True, False]
+
+
 def test_changed_media_content_regenerates(daemon, tmp_path):
     client, engine = daemon
     path = write_movie(tmp_path / "m.mp4", 2.0)

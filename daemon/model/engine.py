@@ -74,7 +74,7 @@ log = logging.getLogger(__name__)
 
 UNFAMILIAR_SHARE = 0.01
 """A clip with more of its latent than this at the sampler's ceiling (`codec.SOUND_RANGE`) is
-logged as unfamiliar. On held-out world clips hardly any cell gets there (none of six at 25
+unfamiliar: logged, and marked so in its metadata, its WAV and the result the editor gets. On held-out world clips hardly any cell gets there (none of six at 25
 steps, under 0.4 % at 4); on pictures the network runs away on (a panning texture, a box sliding
 over flat grey) a third to a half of them do."""
 
@@ -527,7 +527,8 @@ class V2AEngine:
                 network: V2ANetwork, overloud: float) -> GeneratedAudio:
         """Codec-rate mono waveform -> exactly request.num_samples at 48 kHz, levelled, marked,
         stereo. `overloud` is the share of its latent held at the sampler's ceiling."""
-        if overloud > UNFAMILIAR_SHARE:
+        unfamiliar = overloud > UNFAMILIAR_SHARE
+        if unfamiliar:
             log.warning(
                 "%.0f %% of the sound generated for %s is held at the ceiling of what a sound can "
                 "be: the picture is unlike those the model was trained on, and this sound is "
@@ -556,6 +557,7 @@ class V2AEngine:
                 "device": self.device,
                 "loudness_lufs": loudness,
                 "overloud_share": overloud,
+                "unfamiliar": unfamiliar,
                 "watermark": payload.hex(),
                 "timings": dict(plan.timings),
             },
