@@ -74,9 +74,11 @@ def _daemon_command(endpoint: str, cache: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory):
-    """A real daemon with the tone engine (10 ms per sampler step, so a run can be cancelled)."""
+    """A real daemon with the tone engine (10 ms per sampler step, so a run can be cancelled),
+    which judges the pictures of film.mp4 unlike any it learnt from (their sound untrusted)."""
     endpoint = _free_endpoint()
-    env = dict(os.environ, PYTHONPATH=str(REPO), V2A_TONE_STEP_DELAY="0.01")
+    env = dict(os.environ, PYTHONPATH=str(REPO), V2A_TONE_STEP_DELAY="0.01",
+               V2A_TONE_UNFAMILIAR="film.mp4")
     log = tmp_path_factory.mktemp("daemon") / "daemon.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(
@@ -572,8 +574,10 @@ def test_generate_places_sound_under_each_strip(edit, movies, addon, connected):
     assert result == {"FINISHED"}
     _drive(addon, _idle(addon))
     state = _runner(addon).state
-    assert state.message.startswith("Added 6 sound strip(s)"), state.message
+    assert state.message.startswith("Added 6 sound strip(s); 2 not to be trusted"), state.message
     assert state.errors == []
+    # Car's picture (film.mp4) is one the engine does not trust: both its takes are marked.
+    assert state.untrusted == ["Car (V2A)", "Car (V2A take 2)"]
 
     sounds = _strips(edit, "SOUND")
     assert len(sounds) == 6
@@ -589,6 +593,8 @@ def test_generate_places_sound_under_each_strip(edit, movies, addon, connected):
             assert info.samplerate == 48000
             assert info.frames == round((end - first) / (30000 / 1001) * 48000)
         assert not heard.mute and alternate.mute
+        untrusted = name == "Car"
+        assert {heard.color_tag, alternate.color_tag} == {"COLOR_02" if untrusted else "NONE"}
         assert heard.channel > picture_top
         assert alternate.channel == heard.channel + 1
         channels[name] = heard.channel
@@ -816,6 +822,7 @@ def test_panel_draws_settings_progress_and_errors(edit, addon):
     state = _runner(addon).state
     state.phase, state.progress, state.progress_text = "running", 0.4, "sampling — Door (1/3)"
     state.errors = [addon.session.StripError("Lost", "movie file not found: /x.mp4")]
+    state.untrusted = ["Car (V2A)"]
     try:
         log = _draw_panel(addon)
     finally:
@@ -824,6 +831,7 @@ def test_panel_draws_settings_progress_and_errors(edit, addon):
     assert progress["factor"] == 0.4 and progress["text"].startswith("sampling")
     labels = " ".join(kw.get("text", "") for name, kw in log if name == "label")
     assert "Lost: movie file not found" in labels
+    assert "Sound not to be trusted" in labels and "Car (V2A)" in labels
 
 
 def test_daemon_dying_mid_run_is_reported_and_adds_nothing(edit, movies, addon, tmp_path,

@@ -16,6 +16,9 @@ import bpy
 from .compat import strips_of
 
 MAX_CHANNEL = 128
+UNTRUSTED_COLOR = "COLOR_02"
+"""The colour tag of a sound the daemon says is not to be trusted (orange in the default theme;
+the sequencer shows it when its overlay's colour tags are on, as they are by default)."""
 
 
 class ApplyError(Exception):
@@ -34,6 +37,7 @@ class SoundPlacement:
     source_in: int
     track: int
     take: int
+    unfamiliar: bool = False  # the daemon judged this sound not to be trusted
 
     @property
     def lane(self) -> tuple[int, int]:
@@ -74,6 +78,7 @@ def placements_on_scene(result: dict, *, origin: int, scene_rate: float) -> list
                 source_in=_frames(p.get("source_in", 0) or 0, result_rate, scene_rate),
                 track=int(p.get("track", 1) or 1),
                 take=int(p.get("take", 1) or 1),
+                unfamiliar=bool(p.get("unfamiliar", False)),
             )
             for p in raw
         ]
@@ -149,6 +154,8 @@ def apply_placements(scene, placements: list[SoundPlacement]) -> list[str]:
             if strip.channel != channel:  # Blender moved it while it still overlapped
                 strip.channel = channel
             strip.mute = p.take > 1
+            if p.unfamiliar:
+                strip.color_tag = UNTRUSTED_COLOR
             strip.select = False
     except (RuntimeError, TypeError, ValueError) as exc:
         for strip in added:

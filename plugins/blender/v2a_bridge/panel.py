@@ -59,6 +59,13 @@ class SEQUENCER_PT_v2a(bpy.types.Panel):
                             text=state.progress_text or f"{fraction:.0%}")
         if state.message:
             _wrapped(layout.box(), state.message, icon="INFO")
+        if state.untrusted:
+            box = layout.box()
+            box.label(text="Sound not to be trusted", icon="ERROR")
+            _wrapped(box, "The picture is unlike any the model learnt from, and much of the sound "
+                          "ran to the loudest a sound can be. Listen before you keep it:")
+            for name in state.untrusted:
+                _wrapped(box, name)
         if state.errors:
             box = layout.box()
             box.label(text="Strips with errors", icon="ERROR")

@@ -71,6 +71,7 @@ class State:
     progress_text: str = ""
     errors: list[StripError] = field(default_factory=list)
     added: list[str] = field(default_factory=list)
+    untrusted: list[str] = field(default_factory=list)  # added strips not to be trusted
     job_id: str | None = None
     log_path: str | None = None
 
@@ -111,6 +112,7 @@ class Runner:
             raise RuntimeError("a generation is already running; cancel it first")
         self.state.errors = [StripError(s.strip, s.reason) for s in skipped]
         self.state.added = []
+        self.state.untrusted = []
         self.state.progress = 0.0
         self.state.progress_text = "connecting to the daemon"
         self._job = job
@@ -215,6 +217,8 @@ class Runner:
             self.state.progress_text = f"{body.get('stage', '')}{where}"
         elif event.type == "clip_done":
             self.state.progress_text = f"done {body.get('index', 0) + 1}/{body.get('count', 1)}"
+            if body.get("unfamiliar"):
+                self.state.progress_text += ", not to be trusted"
         elif event.type == "result":
             if self.state.phase == "cancelling":
                 self._finish("Cancelled; nothing was added.")
@@ -302,8 +306,12 @@ class Runner:
         except apply_step.ApplyError as exc:
             self._finish(f"Nothing was added: {exc}")
             return
+        self.state.untrusted = [name for name, p in zip(self.state.added, placements, strict=True)
+                                if p.unfamiliar]
         failed = len(result.get("failed", []))
         summary = f"Added {len(self.state.added)} sound strip(s)"
+        if self.state.untrusted:
+            summary += f"; {len(self.state.untrusted)} not to be trusted (orange, see below)"
         if failed:
             summary += f"; {failed} strip(s) failed (see below)"
         self.state.progress = 1.0
