@@ -2,10 +2,10 @@
 
 A failure at any point (disk full, a missing or read-only folder, a name too long, an interrupt)
 leaves no partial file, and an earlier file of that name stays as it was. Used for everything
-the `v2a` command writes (WAV, timeline, placements, preview). Standard library only:
-`bridge.cli` imports it. (The daemon's writes keep their own: a WAV in a media folder must
-replace the name itself, never follow a link out of the folder; the store's temporary names are
-part of its layout.)
+the `v2a` command writes (WAV, timeline, placements, preview) through `replacing`, and for the
+daemon's own files through `renamed_into_place`, which replaces the name itself (a WAV in a media
+folder never follows a link out of the folder) and lets the store keep its temporary names.
+Standard library only: `bridge.cli` imports it.
 """
 
 from __future__ import annotations
@@ -40,12 +40,27 @@ def replacing(path: str | os.PathLike) -> Iterator[tuple[BinaryIO, Path]]:
         return
     if mode is not None and not os.access(path, os.W_OK):  # a rename would not ask
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
-    target = Path(os.path.realpath(path))
-    fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=".v2a-", suffix=".part")
+    keep = stat.S_IMODE(mode) if mode is not None else NEW_FILE_MODE
+    with renamed_into_place(Path(os.path.realpath(path)), mode=keep) as written:
+        yield written
+
+
+@contextlib.contextmanager
+def renamed_into_place(target: Path, *, mode: int | None = NEW_FILE_MODE, prefix: str = ".v2a-",
+                       suffix: str = ".part", sync: bool = False) -> Iterator[tuple[BinaryIO, Path]]:
+    """(file, its path): a temporary file beside `target` (named `prefix`...`suffix`), renamed
+    over the name `target` when the block ends without an error and removed when it raises, so
+    a crash leaves the old file or the new one, never half of one. `mode`: the new file's
+    permissions (None keeps mkstemp's private 0600); `sync`: on disk before the rename."""
+    fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=prefix, suffix=suffix)
     try:
         with os.fdopen(fd, "wb") as file:
             yield file, Path(temporary)
-        os.chmod(temporary, stat.S_IMODE(mode) if mode is not None else NEW_FILE_MODE)
+            if sync:
+                file.flush()
+                os.fsync(file.fileno())
+        if mode is not None:
+            os.chmod(temporary, mode)
         os.replace(temporary, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

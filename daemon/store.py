@@ -30,11 +30,12 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from bridge.atomic_file import renamed_into_place
 
 log = logging.getLogger("v2a.store")
 
@@ -372,18 +373,8 @@ def _files(folder: Path):
 
 
 def _atomic_write(path: Path, data: bytes, *, sync: bool = False) -> None:
-    # Write-then-rename: a crash leaves either the old file or the new one, never half of one.
-    # `sync`: also on disk before the rename (the journal; objects can be made again).
+    # Write-then-rename; private to the daemon (mkstemp's 0600). `sync`: also on disk before
+    # the rename (the journal; objects can be made again). Scans skip `.tmp-` names.
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            if sync:
-                out.flush()
-                os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with renamed_into_place(path, mode=None, prefix=".tmp-", suffix="", sync=sync) as (out, _):
+        out.write(data)

@@ -13,18 +13,17 @@ with `output_error`; the clips delivered before it stay there, and the message n
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
 import opentimelineio as otio
 
+from bridge.atomic_file import renamed_into_place
 from bridge.planner import (
     ClipJob,
     PlanOptions,
@@ -337,7 +336,8 @@ def _written_unfamiliar(ctx, w: _Work) -> bool:
 
 def _write_take(ctx, w: _Work, data: bytes, states, count) -> None:
     try:
-        _write_atomically(w.path, data)
+        with renamed_into_place(w.path) as (out, _):  # readable by the editor's host
+            out.write(data)
     except OSError as exc:
         raise _output_failed(ctx, w, exc, states, count) from exc
 
@@ -371,19 +371,6 @@ def _output_advice(exc: OSError) -> str:
     if exc.errno == errno.ENAMETOOLONG:
         return "choose a media folder with a shorter path"
     return "choose a media folder the daemon can write to"
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".v2a-", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; the editor's host must read it
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def _cache_key(engine, request: ClipRequest, media_key: list[str]) -> str:
