@@ -168,6 +168,52 @@ def _close_when_placed(seen):
     return action
 
 
+def test_a_sound_not_to_be_trusted_is_orange_on_the_timeline_and_named_in_the_summary(
+        footage, tmp_path):
+    """The engine finds the middle shot's picture unlike any it learnt from: its sound is placed
+    like the others, but its item is orange, its progress line says so, and the summary names
+    it and only it."""
+    resolve = FakeResolve()
+    project, timeline = cut(resolve, footage)
+    lines: list[str] = []
+    with running_server(tmp_path / "cache", ToneEngine(unfamiliar="A001.mp4")) as server:
+        report = generate_for_timeline(resolve, endpoint=server.endpoint,
+                                       on_progress=lines.append)
+    assert report.complete, report.summary()
+    items = timeline.GetItemListInTrack("audio", 2)
+    assert [i.GetClipColor() for i in items] == ["", "Orange", ""]
+    assert [i.GetClipColor() for i in timeline.GetItemListInTrack("video", 1)] == ["", "", ""]
+    [untrusted] = [p for p in report.placed if p.unfamiliar]
+    assert untrusted.clip.startswith("A001.mp4") and untrusted.marked
+    assert untrusted.file == items[1].GetMediaPoolItem().GetClipProperty("File Path")
+    flagged = [line for line in report.summary().splitlines() if "not to be trusted" in line]
+    assert flagged == [
+        f"  not to be trusted: {untrusted.clip} ({os.path.basename(untrusted.file)}): the picture "
+        "is unlike any the model learnt from; listen before you keep it (marked orange)"]
+    done = [line for line in lines if line.startswith("V2A: done")]
+    assert len(done) == 3
+    assert [line.split()[2] for line in done if line.endswith(", not to be trusted")] == [
+        "A001.mp4"]
+
+
+def test_the_dialog_shows_which_sounds_are_not_to_be_trusted(footage, tmp_path):
+    resolve = FakeResolve()
+    project, timeline = cut(resolve, footage)
+    seen: dict[str, object] = {}
+    with running_server(tmp_path / "cache", ToneEngine(unfamiliar="A002.mp4")) as server:
+        settings = tmp_path / "V2A Generate.json"
+        settings.write_text(f'{{"endpoint": "{server.endpoint}"}}')
+        manager = FakeUIManager([(0.05, lambda w: w._click("Generate"))] + [
+            (0.5 + 0.2 * n, _close_when_placed(seen)) for n in range(250)], max_run_s=60)
+        report = run_from_menu(resolve, fu=FakeFusion(manager), bmd=FakeBmd(),
+                               settings_path=str(settings))
+    assert report is not None and report.complete, seen
+    shown = str(seen["progress"]).splitlines()
+    assert [line.split()[4] for line in shown if "not to be trusted" in line] == ["A002.mp4"]
+    assert [i.GetClipColor() for i in timeline.GetItemListInTrack("audio", 2)] == [
+        "", "", "Orange"]
+
+
 def test_the_result_otio_imports_back_into_resolve(daemon, footage):
     """What the editor can do by hand when placement fails: the saved result timeline is
     Resolve-shaped (bare paths), so File ▸ Import ▸ Timeline takes it."""

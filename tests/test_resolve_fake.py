@@ -151,3 +151,14 @@ def test_import_media_skips_missing_files_and_files_already_in_the_pool(edit, mo
     fresh = pool.ImportMedia([movies[2]])
     assert [c.GetClipProperty("File Path") for c in fresh] == [movies[2]]
     assert fresh[0].GetClipProperty("Frames") == "48"
+
+
+def test_clip_color_takes_the_menu_names_only_and_clears(edit):
+    resolve, project, timeline = edit
+    item = timeline.GetItemListInTrack("video", 1)[0]
+    assert item.GetClipColor() == ""  # no colour until one is set
+    assert item.SetClipColor("Orange") is True and item.GetClipColor() == "Orange"
+    # The README is silent on case; the conservative reading takes the menu's spelling only.
+    assert item.SetClipColor("orange") is False
+    assert item.SetClipColor("Ochre") is False and item.GetClipColor() == "Orange"
+    assert item.ClearClipColor() is True and item.GetClipColor() == ""

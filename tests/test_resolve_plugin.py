@@ -20,6 +20,7 @@ from plugins.resolve import install
 from plugins.resolve.v2a_resolve import (
     ExportFailed,
     GenerateSettings,
+    GenerationReport,
     NoProjectOpen,
     NoTimelineOpen,
     SettingsInvalid,
@@ -29,7 +30,7 @@ from plugins.resolve.v2a_resolve import (
     run_from_menu,
 )
 from plugins.resolve.v2a_resolve.rates import frames_between_rates, parse_frame_rate
-from tests.fake_resolve import FakeBmd, FakeFusion, FakeResolve, FakeUIManager
+from tests.fake_resolve import FakeBmd, FakeFusion, FakeResolve, FakeUIManager, TimelineItem
 from tests.fake_resolve.media import edit_timeline, make_movie
 
 NTSC_FILM = Fraction(24000, 1001)
@@ -170,6 +171,48 @@ def test_placing_while_the_editor_looks_at_another_timeline(edit, tmp_path):
     assert len(placed) == 1 and not missed
     assert project.GetCurrentTimeline() is other  # the editor's view is left alone
     assert other.GetItemListInTrack("audio", 1) == []
+
+
+def _untrusted_shot1(found, tmp_path, takes_of_shot1=(True,)):
+    """Placements for shot0 (trusted) and shot1 (one take per entry: whether it is untrusted),
+    with their WAVs imported and a new audio track."""
+    wavs = [write_wav(tmp_path / f"s{n}.wav", 24) for n in range(1 + len(takes_of_shot1))]
+    result = {"rate": float(NTSC_FILM), "placements": [
+        {"file": wavs[0], "track": 1, "record_start": 0, "duration": 24, "source_in": 0,
+         "clip": "shot0", "take": 1}] + [
+        {"file": wavs[n], "track": 1, "record_start": 48, "duration": 24, "source_in": 0,
+         "clip": "shot1", "take": n, "unfamiliar": untrusted}
+        for n, untrusted in enumerate(takes_of_shot1, 1)]}
+    return (host.placements_from_result(result, found),
+            host.media_pool_items(found, wavs, "V2A Audio"),
+            host.add_audio_tracks(found.timeline, 1))
+
+
+def test_an_untrusted_alternate_take_colours_the_item_that_holds_it(edit, tmp_path):
+    resolve, project, timeline = edit
+    found = host.current_edit(resolve)
+    placed, missed = host.place_sounds(found, *_untrusted_shot1(found, tmp_path, (False, True)))
+    assert not missed
+    assert [(p.clip, p.take, p.unfamiliar, p.marked) for p in placed] == [
+        ("shot0", 1, False, False), ("shot1", 1, False, False), ("shot1", 2, True, True)]
+    items = timeline.GetItemListInTrack("audio", 2)
+    assert [(i.GetTakesCount(), i.GetClipColor()) for i in items] == [(0, ""), (2, "Orange")]
+
+
+def test_a_colour_resolve_refuses_leaves_the_sound_placed_and_the_summary_says_so(
+        edit, tmp_path, monkeypatch):
+    resolve, project, timeline = edit
+    found = host.current_edit(resolve)
+    monkeypatch.setattr(TimelineItem, "SetClipColor", lambda self, colorName: False)
+    placed, missed = host.place_sounds(found, *_untrusted_shot1(found, tmp_path))
+    assert not missed and [(p.unfamiliar, p.marked) for p in placed] == [
+        (False, False), (True, False)]
+    assert len(timeline.GetItemListInTrack("audio", 2)) == 2
+    report = GenerationReport("Scene 4", str(tmp_path), placed=placed, audio_tracks=[2])
+    assert report.complete
+    assert report.summary().splitlines()[1:] == [
+        "  not to be trusted: shot1 (s1.wav): the picture is unlike any the model learnt from; "
+        "listen before you keep it (Resolve would not colour it orange)"]
 
 
 def test_daemon_down_is_a_clear_message(edit):

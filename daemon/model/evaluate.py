@@ -484,8 +484,10 @@ def evaluate_negative(model: ModelUnderTest, seeds: list[int], settings: EvalSet
     negated = model.generate(pictures, prompts, [c[2] for c in cases], settings)
     unrelated = model.generate(pictures, prompts, [c[4] for c in cases], settings)
     # With no prompt: naming only the other class already tells the network that it is the
-    # sound, which turns the target down before any negative prompt does.
-    bare = model.generate(pictures, [""] * len(cases), None, settings)
+    # sound, which turns the target down before any negative prompt does. A clip's two cases
+    # (one per target) share its picture, so with no prompt and no negative they are one sound.
+    once = model.generate(pictures[::2], [""] * (len(cases) // 2), None, settings)
+    bare = [audio for audio in once for _ in range(2)]
     bare_negated = model.generate(pictures, [""] * len(cases), [c[2] for c in cases], settings)
     bare_unrelated = model.generate(pictures, [""] * len(cases), [c[4] for c in cases], settings)
     world = {clip.seed: model.delivered(clip.audio) for clip, *_ in cases}

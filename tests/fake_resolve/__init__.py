@@ -15,7 +15,9 @@ values (bool, None, list, dict, str), and models the behaviour the plugin has to
 - `Timeline.Export(path, resolve.EXPORT_OTIO)` writes real OTIO the way Resolve does: the start
   timecode becomes `global_start_time`, clips reference their media files by bare path with
   absolute source ranges;
-- settings are strings (`GetSetting("timelineFrameRate")` -> ``"23.976"``, ``"29.97 DF"``).
+- settings are strings (`GetSetting("timelineFrameRate")` -> ``"23.976"``, ``"29.97 DF"``);
+- `TimelineItem.SetClipColor(name)` takes the names of Resolve's Clip Color menu ("Orange", ...)
+  and returns False for any other; `GetClipColor()` is ``""`` until a colour is set.
 
 Only what the scripting API exposes is modelled; where the README is silent the fake chooses the
 conservative behaviour and says so in a comment. `fu`/`bmd` UI objects live in `.ui`.

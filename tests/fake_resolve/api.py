@@ -45,6 +45,10 @@ FRAME_RATES = {
     "119.88": Fraction(120000, 1001),
     "120": Fraction(120),
 }
+# The clip colours Resolve's Clip Color menu offers. SetClipColor takes these names only, as
+# spelt there (the README is silent on case; this is the conservative reading).
+CLIP_COLORS = ("Orange", "Apricot", "Yellow", "Lime", "Olive", "Green", "Teal", "Navy", "Blue",
+               "Purple", "Violet", "Pink", "Tan", "Beige", "Brown", "Chocolate")
 _unique_ids = itertools.count(1)
 
 
@@ -236,6 +240,7 @@ class TimelineItem:
         self._duration = duration
         self._left = left_offset
         self._enabled = True
+        self._color = ""  # no clip colour until SetClipColor
         self._linked: list[TimelineItem] = []
         self._takes: list[dict] = []  # the take selector; empty until AddTake is used
         self._selected_take = 0
@@ -274,6 +279,19 @@ class TimelineItem:
 
     def SetClipEnabled(self, enabled: bool) -> bool:
         self._enabled = bool(enabled)
+        return True
+
+    def GetClipColor(self) -> str:
+        return self._color
+
+    def SetClipColor(self, colorName: str) -> bool:
+        if colorName not in CLIP_COLORS:
+            return False
+        self._color = colorName
+        return True
+
+    def ClearClipColor(self) -> bool:
+        self._color = ""
         return True
 
     def GetLinkedItems(self) -> list:

@@ -46,6 +46,13 @@ class GenerationReport:
         extra = f", {takes} more take(s) in their take selectors" if takes else ""
         lines = [f"V2A: {len(firsts)} sound(s) placed on {self.timeline!r} "
                  f"(new audio tracks: {tracks}{extra}); WAVs in {self.media_dir}"]
+        color = host.UNTRUSTED_COLOR.lower()
+        for p in self.placed:
+            if p.unfamiliar:
+                mark = f"marked {color}" if p.marked else f"Resolve would not colour it {color}"
+                lines.append(f"  not to be trusted: {p.clip} ({os.path.basename(p.file)}): the "
+                             "picture is unlike any the model learnt from; listen before you "
+                             f"keep it ({mark})")
         for f in self.failed:
             lines.append(f"  not generated: {f.get('clip')}: {f.get('message')} "
                          f"[{f.get('code')}]")
@@ -198,8 +205,9 @@ class TimelineGeneration:
             return f"V2A: {self.status}"
         if kind == "clip_done":
             cached = " (cached)" if body.get("cached") else ""
+            untrusted = ", not to be trusted" if body.get("unfamiliar") else ""
             return (f"V2A: done {body.get('clip')} "
-                    f"({int(body.get('index', 0)) + 1}/{body.get('count')}){cached}")
+                    f"({int(body.get('index', 0)) + 1}/{body.get('count')}){cached}{untrusted}")
         if kind == "error":
             self.close()
             raise DaemonError(str(body.get("code", "internal")),

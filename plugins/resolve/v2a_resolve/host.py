@@ -18,6 +18,9 @@ from .errors import ExportFailed, NoProjectOpen, NoTimelineOpen, PlacementFailed
 from .rates import as_fraction, frames_between_rates, parse_frame_rate
 
 AUDIO_ONLY = 2  # AppendToTimeline mediaType: 1 video only, 2 audio only
+UNTRUSTED_COLOR = "Orange"
+"""The clip colour of a sound not to be trusted: the editor sees it on the timeline at a glance,
+where a line in the dialog is read once and gone."""
 
 
 @dataclass
@@ -37,7 +40,8 @@ class Placement:
     """One generated sound to put on the timeline, in the timeline's frames.
 
     `record_frame` is absolute; the sound plays `source_in` .. `source_in + duration` (exclusive)
-    of `file`; `track` is 1-based among the audio tracks this generation adds.
+    of `file`; `track` is 1-based among the audio tracks this generation adds; `unfamiliar`: the
+    daemon judged the sound not to be trusted.
     """
 
     file: str
@@ -47,6 +51,7 @@ class Placement:
     source_in: int
     clip: str
     take: int
+    unfamiliar: bool = False
 
 
 @dataclass
@@ -57,6 +62,8 @@ class PlacedSound:
     record_frame: int
     duration: int
     take: int
+    unfamiliar: bool = False  # not to be trusted: its item is coloured UNTRUSTED_COLOR
+    marked: bool = False  # Resolve took that colour (a refusal leaves the sound placed)
 
 
 @dataclass
@@ -130,6 +137,7 @@ def placements_from_result(result: dict, edit: Edit) -> list[Placement]:
             source_in=frames_between_rates(int(p.get("source_in", 0)), rate, edit.rate),
             clip=str(p.get("clip", "")),
             take=int(p.get("take", 1)),
+            unfamiliar=bool(p.get("unfamiliar", False)),
         ))
     return placements
 
@@ -184,7 +192,8 @@ def place_sounds(edit: Edit, placements: list[Placement], items: dict[str, objec
                  tracks: list[int]) -> tuple[list[PlacedSound], list[MissedSound]]:
     """Appends each sound (take 1) in its own call, reads the tracks back (a sound is placed
     only if an item with its file, start and length is on its track), then adds further takes
-    to that item's take selector (TimelineItem.AddTake)."""
+    to that item's take selector (TimelineItem.AddTake). The item of a sound not to be trusted
+    is coloured UNTRUSTED_COLOR (whichever of its takes is untrusted: the editor may pick it)."""
     missed: list[MissedSound] = []
     asked: list[tuple[Placement, int]] = []
     firsts = [p for p in placements if p.take <= 1]
@@ -226,7 +235,7 @@ def place_sounds(edit: Edit, placements: list[Placement], items: dict[str, objec
             continue
         unclaimed[track].remove(landed)
         landed_at[(p.track, p.record_frame, p.duration)] = landed
-        placed.append(PlacedSound(p.clip, p.file, track, p.record_frame, p.duration, p.take))
+        placed.append(_placed(p, track, landed))
 
     for p in alternates:
         item = landed_at.get((p.track, p.record_frame, p.duration))
@@ -239,9 +248,16 @@ def place_sounds(edit: Edit, placements: list[Placement], items: dict[str, objec
             missed.append(MissedSound(p.clip, p.file,
                                       f"take {p.take}: Resolve would not add it as a take"))
         else:
-            track = int(item.GetTrackTypeAndIndex()[1])
-            placed.append(PlacedSound(p.clip, p.file, track, p.record_frame, p.duration, p.take))
+            placed.append(_placed(p, int(item.GetTrackTypeAndIndex()[1]), item))
     return placed, missed
+
+
+def _placed(p: Placement, track: int, item) -> PlacedSound:
+    """`p` as it landed in `item`, marked there when it is not to be trusted. The colour is only
+    a mark, so Resolve refusing it is recorded and the sound stays placed."""
+    marked = p.unfamiliar and bool(item.SetClipColor(UNTRUSTED_COLOR))
+    return PlacedSound(p.clip, p.file, track, p.record_frame, p.duration, p.take,
+                       unfamiliar=p.unfamiliar, marked=marked)
 
 
 def _unique_id(obj) -> str:
