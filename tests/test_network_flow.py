@@ -106,10 +106,11 @@ def test_mmaudio_guidance_is_two_branches_in_one_batch(net, inputs):
 
 
 def test_picture_prompt_and_negative_are_separate_terms_per_item(net, inputs):
-    """Item 0 has a prompt and a negative prompt, item 1 neither (its text is no caption)."""
+    """Item 0 has a prompt and a negative prompt, item 1 neither (its text is no caption). The
+    picture term is 1 before picture_from, the prompt term the picture's from prompt_until on."""
     clip, sync, text = inputs
     negative = torch.randn(2, 4, 16)
-    g = Guidance(picture=3.0, prompt=7.0, negative=5.0, prompt_until=0.5)
+    g = Guidance(picture=3.0, prompt=7.0, negative=5.0, prompt_until=0.5, picture_from=0.3)
     x = torch.randn(2, 40, 8)
     with torch.no_grad():
         branches = prepare_guidance(net, clip, sync, text, 40, g, negative_text_f=negative,
@@ -117,7 +118,7 @@ def test_picture_prompt_and_negative_are_separate_terms_per_item(net, inputs):
                                     negated=torch.tensor([True, False]))
         velocity = guided_velocity(net, branches, g)
         e_clip, e_sync, e_text = net.empty_features(2, 10, 32)
-        for t, prompt_w in ((0.2, 7.0), (0.6, 3.0)):  # from prompt_until on, the picture's
+        for t, picture_w, prompt_w in ((0.2, 1.0, 7.0), (0.4, 3.0, 7.0), (0.6, 3.0, 3.0)):
             calls, handle = _count_calls(net.audio_input_proj)
             v = velocity(x, t)
             handle.remove()
@@ -131,10 +132,10 @@ def test_picture_prompt_and_negative_are_separate_terms_per_item(net, inputs):
 
             v_full, v_empty = branch(clip, sync, text), branch(e_clip, e_sync, e_text)
             v_plain, v_neg = branch(clip, sync, e_text), branch(clip, sync, negative)
-            want_0 = (v_empty[0] + 3.0 * (v_plain[0] - v_empty[0])
+            want_0 = (v_empty[0] + picture_w * (v_plain[0] - v_empty[0])
                       + prompt_w * (v_full[0] - v_plain[0]) - 5.0 * (v_neg[0] - v_plain[0]))
             # Without a prompt the item's own caption-less velocity stands for the picture alone.
-            want_1 = v_empty[1] + 3.0 * (v_full[1] - v_empty[1])
+            want_1 = v_empty[1] + picture_w * (v_full[1] - v_empty[1])
             assert torch.allclose(v[0], want_0, atol=1e-4)
             assert torch.allclose(v[1], want_1, atol=1e-4)
 

@@ -120,10 +120,13 @@ class EvalSettings:
     prompt_ratio: float = PROMPT_GUIDANCE_RATIO  # prompt and negative terms, times cfg
     negative_ratio: float = PROMPT_GUIDANCE_RATIO
     prompt_until: float = PROMPT_UNTIL
+    picture_from: float = 0.0
 
     def guidance(self) -> Guidance:
         """The sampler's guidance; the defaults are the engine's."""
-        return Guidance.scaled(self.cfg, self.prompt_ratio, self.negative_ratio, self.prompt_until)
+        return replace(
+            Guidance.scaled(self.cfg, self.prompt_ratio, self.negative_ratio, self.prompt_until),
+            picture_from=self.picture_from)
 
 
 class ModelUnderTest:
@@ -592,13 +595,16 @@ def main(argv=None) -> None:
     parser.add_argument("--prompt-until", type=float, default=PROMPT_UNTIL,
                         help="t up to which the prompt term has its own strength "
                              f"(default {PROMPT_UNTIL}, the engine's)")
+    parser.add_argument("--picture-from", type=float, default=0.0,
+                        help="t from which the picture term has its strength (before it: 1, "
+                             "no picture guidance; default 0, the engine's)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     seeds = _seed_range(args.seeds)
     settings = EvalSettings(steps=args.steps, cfg=args.cfg, renoise=args.renoise,
                             prompt_ratio=args.prompt_ratio, negative_ratio=args.negative_ratio,
-                            prompt_until=args.prompt_until,
+                            prompt_until=args.prompt_until, picture_from=args.picture_from,
                             sync_clips=args.sync_clips,
                             adherence_clips=args.adherence_clips,
                             negative_clips=args.negative_clips,

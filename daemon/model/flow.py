@@ -174,13 +174,16 @@ class Guidance:
     picture (what naming N adds to this picture), not from the unconditional branch: there it
     only moved the overall level, which the output stage levels away. An item without a prompt
     has no prompt term, and its own caption-less velocity v(P, T) stands for v(P, 0).
-    `picture` <= 1 turns guidance off: the conditional velocity alone, one forward.
+    `picture` <= 1 turns guidance off: the conditional velocity alone, one forward. Before
+    `picture_from` the picture term is 1 (the picture steers only as much as it conditions;
+    the prompt and negative terms as they are): guidance limited to an interval of the path.
     """
 
     picture: float = 4.5
     prompt: float = 4.5 * PROMPT_GUIDANCE_RATIO
     negative: float = 4.5 * PROMPT_GUIDANCE_RATIO
     prompt_until: float = PROMPT_UNTIL
+    picture_from: float = 0.0
 
     @classmethod
     def scaled(cls, cfg: float, prompt_ratio: float = PROMPT_GUIDANCE_RATIO,
@@ -201,6 +204,9 @@ class Guidance:
 
     def prompt_at(self, t: float) -> float:
         return self.prompt if t < self.prompt_until else self.picture
+
+    def picture_at(self, t: float) -> float:
+        return 1.0 if t < self.picture_from else self.picture
 
 
 @dataclass(frozen=True)
@@ -280,8 +286,8 @@ def guided_velocity(network: V2ANetwork, branches: GuidanceBranches,
     negative_w = guidance.negative * branches.negated.float().view(-1, 1, 1)
 
     def guided(x: Tensor, t: float) -> Tensor:
-        prompt_w = guidance.prompt_at(t)
-        count, conditions = everything if prompt_w != guidance.picture else late
+        prompt_w, picture_w = guidance.prompt_at(t), guidance.picture_at(t)
+        count, conditions = everything if prompt_w != picture_w else late
         tt = torch.full((count * x.shape[0],), t, device=device)
         with autocast_for(device):
             v = network.predict_flow(torch.cat([x] * count), tt, conditions).float()
@@ -289,10 +295,10 @@ def guided_velocity(network: V2ANetwork, branches: GuidanceBranches,
         v_full, v_empty = v.pop(0), v.pop(0)
         if count == 2 or branches.plain is None:  # MMAudio's guidance
             reference = v_full
-            out = v_empty + guidance.picture * (v_full - v_empty)
+            out = v_empty + picture_w * (v_full - v_empty)
         else:
             reference = torch.where(prompted, v.pop(0), v_full)
-            out = (v_empty + guidance.picture * (reference - v_empty)
+            out = (v_empty + picture_w * (reference - v_empty)
                    + torch.where(prompted, prompt_w, 0.0) * (v_full - reference))
         if branches.negative is not None:
             out = out - negative_w * (v.pop(0) - reference)
