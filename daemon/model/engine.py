@@ -74,9 +74,10 @@ log = logging.getLogger(__name__)
 
 UNFAMILIAR_SHARE = 0.01
 """A clip with more of its latent than this at the sampler's ceiling (`codec.SOUND_RANGE`) is
-unfamiliar: logged, and marked so in its metadata, its WAV and the result the editor gets. On held-out world clips hardly any cell gets there (none of six at 25
-steps, under 0.4 % at 4); on pictures the network runs away on (a panning texture, a box sliding
-over flat grey) a third to a half of them do."""
+unfamiliar: logged, and marked so in its metadata, its WAV and the result the editor gets. On
+held-out world clips hardly any cell gets there (none of six at 25 steps, under 0.4 % at 4); on
+pictures the network runs away on (a panning texture, a box sliding over flat grey) a third to
+a half of them do."""
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "tiny.safetensors"
