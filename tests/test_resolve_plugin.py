@@ -138,7 +138,7 @@ def test_placements_land_at_absolute_frames_and_overlaps_are_reported(edit, tmp_
          "clip": "shot1", "take": 1},
         # Overlaps shot1's sound on the same track: Resolve would drop it without a word.
         {"file": wavs[2], "track": 1, "record_start": 60, "duration": 30, "source_in": 0,
-         "clip": "shot2", "take": 1},
+         "clip": "shot2", "take": 1, "unfamiliar": True},
     ]}
     placements = host.placements_from_result(result, found)
     assert [p.record_frame for p in placements] == [86400, 86448, 86460]
@@ -150,6 +150,10 @@ def test_placements_land_at_absolute_frames_and_overlaps_are_reported(edit, tmp_
     assert [(p.clip, p.record_frame, p.duration) for p in placed] == [
         ("shot0", 86400, 48), ("shot1", 86448, 24)]
     assert [m.clip for m in missed] == ["shot2"] and "overlap" in missed[0].reason
+    # A sound that did not land still says it is not to be trusted.
+    report = GenerationReport("Scene 4", str(tmp_path), placed=placed, not_placed=missed)
+    (line,) = [x for x in report.summary().splitlines() if "not placed" in x]
+    assert line.startswith("  not placed: shot2 (s2.wav)") and "not to be trusted" in line
     landed = timeline.GetItemListInTrack("audio", 2)
     assert [(i.GetStart(), i.GetEnd()) for i in landed] == [(86400, 86448), (86448, 86472)]
     # A second run finds the WAVs already in the pool instead of importing them twice.

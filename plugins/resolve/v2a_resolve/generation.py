@@ -57,7 +57,9 @@ class GenerationReport:
             lines.append(f"  not generated: {f.get('clip')}: {f.get('message')} "
                          f"[{f.get('code')}]")
         for m in self.not_placed:
-            lines.append(f"  not placed: {m.clip} ({os.path.basename(m.file)}): {m.reason}")
+            untrusted = " (and it is not to be trusted)" if m.unfamiliar else ""
+            lines.append(f"  not placed: {m.clip} ({os.path.basename(m.file)}): {m.reason}"
+                         f"{untrusted}")
         if self.not_placed and self.otio_path:
             lines.append(f"  the complete result can be imported with File ▸ Import ▸ Timeline: "
                          f"{self.otio_path}")

@@ -71,6 +71,7 @@ class MissedSound:
     clip: str
     file: str
     reason: str
+    unfamiliar: bool = False  # the daemon judged the sound not to be trusted
 
 
 def current_edit(resolve) -> Edit:
@@ -205,10 +206,10 @@ def place_sounds(edit: Edit, placements: list[Placement], items: dict[str, objec
         for p in firsts:
             clip = items.get(p.file)
             if clip is None:
-                missed.append(MissedSound(p.clip, p.file, "Resolve could not import the file"))
+                missed.append(_missed(p, "Resolve could not import the file"))
                 continue
             if not 1 <= p.track <= len(tracks):
-                missed.append(MissedSound(p.clip, p.file, f"no new audio track {p.track}"))
+                missed.append(_missed(p, f"no new audio track {p.track}"))
                 continue
             edit.media_pool.AppendToTimeline([{
                 "mediaPoolItem": clip,
@@ -231,7 +232,7 @@ def place_sounds(edit: Edit, placements: list[Placement], items: dict[str, objec
     for p, track in asked:
         landed = next((item for item in unclaimed[track] if _is(item, p)), None)
         if landed is None:
-            missed.append(MissedSound(p.clip, p.file, _why_missing(p, on_track[track])))
+            missed.append(_missed(p, _why_missing(p, on_track[track])))
             continue
         unclaimed[track].remove(landed)
         landed_at[(p.track, p.record_frame, p.duration)] = landed
@@ -243,13 +244,16 @@ def place_sounds(edit: Edit, placements: list[Placement], items: dict[str, objec
         if item is None or clip is None:
             reason = ("Resolve could not import the file" if clip is None
                       else "its first take was not placed")
-            missed.append(MissedSound(p.clip, p.file, f"take {p.take}: {reason}"))
+            missed.append(_missed(p, f"take {p.take}: {reason}"))
         elif not item.AddTake(clip, p.source_in, p.source_in + p.duration):
-            missed.append(MissedSound(p.clip, p.file,
-                                      f"take {p.take}: Resolve would not add it as a take"))
+            missed.append(_missed(p, f"take {p.take}: Resolve would not add it as a take"))
         else:
             placed.append(_placed(p, int(item.GetTrackTypeAndIndex()[1]), item))
     return placed, missed
+
+
+def _missed(p: Placement, reason: str) -> MissedSound:
+    return MissedSound(p.clip, p.file, reason, unfamiliar=p.unfamiliar)
 
 
 def _placed(p: Placement, track: int, item) -> PlacedSound:
