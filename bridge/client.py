@@ -63,6 +63,10 @@ NON_FINAL_EVENTS = frozenset({"accepted", "progress", "clip_done"})
 JOB_TYPES = frozenset({"generate", "generate_timeline"})
 LIMIT_STATED_IN = frozenset({"pong", "status_reply"})
 """Replies that carry the daemon's `max_message_bytes`."""
+UNTRUSTED_ADVICE = ("the picture is unlike any the model learnt from, and much of the sound ran "
+                    "to the loudest a sound can be; listen before you keep it")
+"""What every front end tells the editor of a sound the daemon marks `unfamiliar` (not to be
+trusted): one wording for the `v2a` command, the Blender panel and the Resolve summary."""
 # Plain ints: pyzmq's enum arithmetic shows up in the per-request profile.
 _EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
 

@@ -20,11 +20,10 @@ import sys
 from pathlib import Path
 
 from bridge.atomic_file import cannot_write, replacing, write_replacing
+from bridge.client import UNTRUSTED_ADVICE
 
 EXIT_SOME_FAILED = 2
-UNFAMILIAR_ADVICE = (
-    "the picture is unlike any the model learnt from, and much of the sound ran to the loudest "
-    "a sound can be; listen before you keep it (the file's comment says so too)")
+UNFAMILIAR_ADVICE = f"{UNTRUSTED_ADVICE} (the file's comment says so too)"
 _OUT_ADAPTERS = {".otio": "otio_json", ".otioz": "otioz", ".xml": "fcp_xml"}
 
 

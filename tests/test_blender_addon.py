@@ -832,6 +832,8 @@ def test_panel_draws_settings_progress_and_errors(edit, addon):
     labels = " ".join(kw.get("text", "") for name, kw in log if name == "label")
     assert "Lost: movie file not found" in labels
     assert "Sound not to be trusted" in labels and "Car (V2A)" in labels
+    assert "The picture is unlike any the model learnt from" in labels  # bridge.client's wording
+    assert "listen before you keep it:" in labels
 
 
 def test_daemon_dying_mid_run_is_reported_and_adds_nothing(edit, movies, addon, tmp_path,

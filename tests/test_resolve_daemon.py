@@ -189,7 +189,8 @@ def test_a_sound_not_to_be_trusted_is_orange_on_the_timeline_and_named_in_the_su
     flagged = [line for line in report.summary().splitlines() if "not to be trusted" in line]
     assert flagged == [
         f"  not to be trusted: {untrusted.clip} ({os.path.basename(untrusted.file)}): the picture "
-        "is unlike any the model learnt from; listen before you keep it (marked orange)"]
+        "is unlike any the model learnt from, and much of the sound ran to the loudest a sound "
+        "can be; listen before you keep it (marked orange)"]
     done = [line for line in lines if line.startswith("V2A: done")]
     assert len(done) == 3
     assert [line.split()[2] for line in done if line.endswith(", not to be trusted")] == [

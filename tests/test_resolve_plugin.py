@@ -215,8 +215,9 @@ def test_a_colour_resolve_refuses_leaves_the_sound_placed_and_the_summary_says_s
     report = GenerationReport("Scene 4", str(tmp_path), placed=placed, audio_tracks=[2])
     assert report.complete
     assert report.summary().splitlines()[1:] == [
-        "  not to be trusted: shot1 (s1.wav): the picture is unlike any the model learnt from; "
-        "listen before you keep it (Resolve would not colour it orange)"]
+        "  not to be trusted: shot1 (s1.wav): the picture is unlike any the model learnt from, "
+        "and much of the sound ran to the loudest a sound can be; listen before you keep it "
+        "(Resolve would not colour it orange)"]
 
 
 def test_daemon_down_is_a_clear_message(edit):

@@ -9,6 +9,7 @@ import textwrap
 
 import bpy
 
+from ._bridge.client import UNTRUSTED_ADVICE
 from .session import RUNNER
 
 _WRAP = 48
@@ -62,8 +63,7 @@ class SEQUENCER_PT_v2a(bpy.types.Panel):
         if state.untrusted:
             box = layout.box()
             box.label(text="Sound not to be trusted", icon="ERROR")
-            _wrapped(box, "The picture is unlike any the model learnt from, and much of the sound "
-                          "ran to the loudest a sound can be. Listen before you keep it:")
+            _wrapped(box, f"{UNTRUSTED_ADVICE[0].upper()}{UNTRUSTED_ADVICE[1:]}:")
             for name in state.untrusted:
                 _wrapped(box, name)
         if state.errors:

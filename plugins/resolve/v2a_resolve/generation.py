@@ -13,7 +13,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
-from bridge.client import Client, DaemonError, DaemonUnavailable
+from bridge.client import UNTRUSTED_ADVICE, Client, DaemonError, DaemonUnavailable
 
 from . import host
 from .errors import PlacementFailed, SettingsInvalid
@@ -50,9 +50,8 @@ class GenerationReport:
         for p in self.placed:
             if p.unfamiliar:
                 mark = f"marked {color}" if p.marked else f"Resolve would not colour it {color}"
-                lines.append(f"  not to be trusted: {p.clip} ({os.path.basename(p.file)}): the "
-                             "picture is unlike any the model learnt from; listen before you "
-                             f"keep it ({mark})")
+                lines.append(f"  not to be trusted: {p.clip} ({os.path.basename(p.file)}): "
+                             f"{UNTRUSTED_ADVICE} ({mark})")
         for f in self.failed:
             lines.append(f"  not generated: {f.get('clip')}: {f.get('message')} "
                          f"[{f.get('code')}]")
