@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -27,10 +28,29 @@ STARTUP_TIMEOUT_S = 60.0
 """Generous: a subprocess daemon imports numpy and pydantic on a loaded two-core box."""
 
 
+def _ephemeral_ports_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default; elsewhere only a likelier place to be free
+
+
 def free_tcp_endpoint() -> str:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{probe.getsockname()[1]}"
+    """A loopback endpoint nothing listens on, its port below the kernel's ephemeral range.
+
+    A port from that range (what binding port 0 gives) is unsafe for a test that lets a client
+    reconnect to it before a daemon binds it: the kernel may hand the client that very port as
+    its own source port, the connection meets itself (a TCP self-connect), and the daemon then
+    finds its port taken."""
+    start = _ephemeral_ports_start()
+    for port in random.sample(range(max(1024, start - 12000), start), k=min(200, start - 1024)):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return f"tcp://127.0.0.1:{port}"
+    raise RuntimeError(f"no free loopback port below {start} (the ephemeral range)")
 
 
 def make_media(folder: Path, name: str = "shot.mov") -> str:

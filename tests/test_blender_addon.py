@@ -10,7 +10,6 @@ from __future__ import annotations
 import fractions
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 
 from plugins.blender.build import stage_addon  # noqa: E402
-from tests.daemon_harness import running_server  # noqa: E402
+from tests.daemon_harness import free_tcp_endpoint, running_server  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 NTSC = fractions.Fraction(30000, 1001)
@@ -59,12 +58,6 @@ def movies(tmp_path_factory):
     }
 
 
-def _free_endpoint() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
-
-
 def _daemon_command(endpoint: str, cache: Path) -> list[str]:
     program = shutil.which("v2a-daemon", path=str(Path(sys.executable).parent))
     assert program, "v2a-daemon is not installed in this environment: run `make venv`"
@@ -76,7 +69,7 @@ def _daemon_command(endpoint: str, cache: Path) -> list[str]:
 def daemon(tmp_path_factory):
     """A real daemon with the tone engine (10 ms per sampler step, so a run can be cancelled),
     which judges the pictures of film.mp4 unlike any it learnt from (their sound untrusted)."""
-    endpoint = _free_endpoint()
+    endpoint = free_tcp_endpoint()
     env = dict(os.environ, PYTHONPATH=str(REPO), V2A_TONE_STEP_DELAY="0.01",
                V2A_TONE_UNFAMILIAR="film.mp4")
     log = tmp_path_factory.mktemp("daemon") / "daemon.log"
@@ -650,7 +643,7 @@ def test_cancel_mid_run_adds_nothing(edit, movies, addon, connected):
 
 def test_daemon_not_running_gives_a_clear_message(edit, movies, addon):
     prefs = _prefs()
-    prefs.endpoint, prefs.start_daemon, prefs.answer_timeout = _free_endpoint(), False, 0.3
+    prefs.endpoint, prefs.start_daemon, prefs.answer_timeout = free_tcp_endpoint(), False, 0.3
     edit.sequence_editor.strips.new_movie("Shot", str(movies["ntsc"]), 1, 1)
     assert bpy.ops.sequencer.v2a_generate() == {"FINISHED"}
     _drive(addon, _idle(addon), timeout=10)
@@ -694,7 +687,7 @@ def test_connect_shows_the_daemon_status(addon, connected):
 
 def test_starts_a_local_daemon_when_none_answers(edit, movies, addon, tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(REPO))
-    endpoint = _free_endpoint()
+    endpoint = free_tcp_endpoint()
     program, *_ = _daemon_command(endpoint, tmp_path)
     prefs = _prefs()
     prefs.endpoint, prefs.start_daemon, prefs.answer_timeout = endpoint, True, 0.3
@@ -838,7 +831,7 @@ def test_panel_draws_settings_progress_and_errors(edit, addon):
 
 def test_daemon_dying_mid_run_is_reported_and_adds_nothing(edit, movies, addon, tmp_path,
                                                             monkeypatch):
-    endpoint = _free_endpoint()
+    endpoint = free_tcp_endpoint()
     env = dict(os.environ, PYTHONPATH=str(REPO), V2A_TONE_STEP_DELAY="0.05")
     process = subprocess.Popen(_daemon_command(endpoint, tmp_path), env=env, cwd=REPO,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -878,7 +871,7 @@ def test_daemon_restarted_mid_run_finishes_the_run(edit, movies, addon, tmp_path
     """kill -9 during sampling and a new daemon on the same endpoint: the silence ping is
     answered by another daemon run, so the add-on sends the job again under the same id instead
     of waiting for ever on a job nobody runs."""
-    endpoint = _free_endpoint()
+    endpoint = free_tcp_endpoint()
     slow = dict(os.environ, PYTHONPATH=str(REPO), V2A_TONE_STEP_DELAY="0.05")
     process = subprocess.Popen(_daemon_command(endpoint, tmp_path / "cache"), env=slow, cwd=REPO,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -907,7 +900,7 @@ def test_a_job_the_daemon_never_took_is_sent_again(edit, movies, addon, monkeypa
 
     from bridge import wire
 
-    endpoint = _free_endpoint()
+    endpoint = free_tcp_endpoint()
     router = zmq.Context.instance().socket(zmq.ROUTER)
     router.linger = 0
     router.bind(endpoint)

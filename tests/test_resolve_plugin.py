@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from fractions import Fraction
@@ -30,17 +29,11 @@ from plugins.resolve.v2a_resolve import (
     run_from_menu,
 )
 from plugins.resolve.v2a_resolve.rates import frames_between_rates, parse_frame_rate
+from tests.daemon_harness import free_tcp_endpoint
 from tests.fake_resolve import FakeBmd, FakeFusion, FakeResolve, FakeUIManager, TimelineItem
 from tests.fake_resolve.media import edit_timeline, make_movie
 
 NTSC_FILM = Fraction(24000, 1001)
-
-
-def free_endpoint() -> str:
-    """A loopback address nothing listens on: a daemon that is down."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
 
 
 def write_wav(path: Path, frames: int, rate: Fraction = NTSC_FILM) -> str:
@@ -113,10 +106,10 @@ def test_settings_file_is_validated_with_helpful_messages(tmp_path):
 def test_no_project_or_no_timeline_is_a_clear_error():
     resolve = FakeResolve()
     with pytest.raises(NoProjectOpen, match="open a project"):
-        generate_for_timeline(resolve, endpoint=free_endpoint())
+        generate_for_timeline(resolve, endpoint=free_tcp_endpoint())
     resolve.GetProjectManager().CreateProject("Empty")
     with pytest.raises(NoTimelineOpen, match="open the timeline"):
-        generate_for_timeline(resolve, endpoint=free_endpoint())
+        generate_for_timeline(resolve, endpoint=free_tcp_endpoint())
 
 
 def test_media_dir_defaults_to_a_folder_beside_the_picture(edit, movies):
@@ -223,7 +216,7 @@ def test_a_colour_resolve_refuses_leaves_the_sound_placed_and_the_summary_says_s
 def test_daemon_down_is_a_clear_message(edit):
     resolve, project, timeline = edit
     with pytest.raises(DaemonUnavailable, match="v2a-daemon"):
-        generate_for_timeline(resolve, "rain", endpoint=free_endpoint(), answer_timeout_s=0.3,
+        generate_for_timeline(resolve, "rain", endpoint=free_tcp_endpoint(), answer_timeout_s=0.3,
                               on_progress=None)
     assert timeline.GetTrackCount("audio") == 1  # nothing was touched
 
@@ -233,7 +226,7 @@ def test_daemon_down_is_a_clear_message(edit):
 def test_console_mode_reads_the_json_and_prints_the_daemon_message(edit, tmp_path):
     resolve, project, timeline = edit
     settings = tmp_path / "V2A Generate.json"
-    settings.write_text(json.dumps({"prompt": "wind", "endpoint": free_endpoint(),
+    settings.write_text(json.dumps({"prompt": "wind", "endpoint": free_tcp_endpoint(),
                                     "answer_timeout_s": 0.3}))
     lines: list[str] = []
     assert run_from_menu(resolve, fu=None, bmd=None, settings_path=str(settings),
@@ -245,7 +238,7 @@ def test_console_mode_reads_the_json_and_prints_the_daemon_message(edit, tmp_pat
 def test_dialog_reports_a_down_daemon_without_blocking_the_ui_loop(edit, tmp_path):
     resolve, project, timeline = edit
     settings = tmp_path / "V2A Generate.json"
-    settings.write_text(json.dumps({"endpoint": free_endpoint(), "answer_timeout_s": 0.3}))
+    settings.write_text(json.dumps({"endpoint": free_tcp_endpoint(), "answer_timeout_s": 0.3}))
 
     def type_prompt_and_generate(window):
         window.Find("Prompt").Text = "gravel footsteps"
@@ -297,7 +290,7 @@ def test_install_copies_launcher_module_and_a_self_contained_client(tmp_path):
     assert all(line.startswith(str(installed.library)) for line in out.split())
 
     # An editor's settings survive a reinstall; the library is replaced whole.
-    installed.settings.write_text(json.dumps({"prompt": "mine", "endpoint": free_endpoint(),
+    installed.settings.write_text(json.dumps({"prompt": "mine", "endpoint": free_tcp_endpoint(),
                                               "answer_timeout_s": 0.3}))
     (installed.library / "v2a_resolve" / "stale.py").write_text("")
     install.install_resolve(target)
@@ -376,7 +369,7 @@ def test_a_timeline_without_picture_media_asks_for_a_media_dir(tmp_path):
     project = resolve.GetProjectManager().CreateProject("Empty cut")
     project.GetMediaPool().CreateEmptyTimeline("Nothing yet")
     with pytest.raises(SettingsInvalid, match="media_dir"):
-        generate_for_timeline(resolve, endpoint=free_endpoint(), on_progress=None)
+        generate_for_timeline(resolve, endpoint=free_tcp_endpoint(), on_progress=None)
 
 
 def test_an_unwritable_media_dir_is_a_clear_error(edit, tmp_path):
@@ -384,7 +377,7 @@ def test_an_unwritable_media_dir_is_a_clear_error(edit, tmp_path):
     blocker = tmp_path / "not a folder"
     blocker.write_text("")
     with pytest.raises(SettingsInvalid, match="Cannot create the folder"):
-        generate_for_timeline(resolve, endpoint=free_endpoint(), on_progress=None,
+        generate_for_timeline(resolve, endpoint=free_tcp_endpoint(), on_progress=None,
                               media_dir=str(blocker / "V2A"))
 
 
@@ -392,7 +385,7 @@ def test_a_resolve_without_otio_export_says_to_update(edit):
     resolve, project, timeline = edit
     resolve.EXPORT_OTIO = None  # Resolve before 18.5 has no OTIO export
     with pytest.raises(ExportFailed, match="18.5"):
-        generate_for_timeline(resolve, endpoint=free_endpoint(), on_progress=None)
+        generate_for_timeline(resolve, endpoint=free_tcp_endpoint(), on_progress=None)
 
 
 @pytest.mark.parametrize("endpoint", ["127.0.0.1:5755", "tcp://localhost"])
