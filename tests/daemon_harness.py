@@ -43,7 +43,8 @@ def free_tcp_endpoint() -> str:
     its own source port, the connection meets itself (a TCP self-connect), and the daemon then
     finds its port taken."""
     start = _ephemeral_ports_start()
-    for port in random.sample(range(max(1024, start - 12000), start), k=min(200, start - 1024)):
+    ports = range(max(1024, start - 12000), start)
+    for port in random.sample(ports, k=min(200, len(ports))):
         with socket.socket() as probe:
             try:
                 probe.bind(("127.0.0.1", port))
