@@ -120,7 +120,7 @@ class EvalSettings:
     prompt_ratio: float = PROMPT_GUIDANCE_RATIO  # prompt and negative terms, times cfg
     negative_ratio: float = PROMPT_GUIDANCE_RATIO
     prompt_until: float = PROMPT_UNTIL
-    picture_from: float = 0.0
+    picture_from: float = Guidance.picture_from
 
     def guidance(self) -> Guidance:
         """The sampler's guidance; the defaults are the engine's."""
@@ -595,9 +595,9 @@ def main(argv=None) -> None:
     parser.add_argument("--prompt-until", type=float, default=PROMPT_UNTIL,
                         help="t up to which the prompt term has its own strength "
                              f"(default {PROMPT_UNTIL}, the engine's)")
-    parser.add_argument("--picture-from", type=float, default=0.0,
+    parser.add_argument("--picture-from", type=float, default=Guidance.picture_from,
                         help="t from which the picture term has its strength (before it: 1, "
-                             "no picture guidance; default 0, the engine's)")
+                             f"no picture guidance; default {Guidance.picture_from}, the engine's)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
