@@ -359,3 +359,48 @@ def test_unload_frees_the_network(weights):
     assert engine.text._model is None
     engine.load("cpu")  # and loads again
     assert engine.loaded and engine.text.encode(["rain"]).tokens.shape == (1, 32, 384)
+
+
+def test_prompt_spectra_beside_the_weights_steer_prompted_clips_only(tmp_path, video, weights):
+    from daemon.model.spectra import SPECTRA_FILE, PromptSpectra
+
+    folder = tmp_path / "with_spectra"
+    folder.mkdir()
+    for suffix in (".safetensors", ".json"):
+        (folder / f"tiny{suffix}").write_bytes(weights.with_suffix(suffix).read_bytes())
+    with_spectra = V2AEngine(weights=folder / "tiny.safetensors", device="cpu")
+    alone = with_spectra.weights_hash
+    g = torch.Generator().manual_seed(0)
+    PromptSpectra(0.05 * torch.randn(384, 80, generator=g), torch.zeros(384),
+                  torch.linspace(-3.0, 0.0, 80), torch.zeros(384, 80),
+                  torch.zeros(80)).save(folder / SPECTRA_FILE, {})
+    assert with_spectra.weights_hash != alone  # cached results made without it do not match
+    without = V2AEngine(weights=weights, device="cpu")
+
+    def both(**options):
+        return [e.generate(_request(video, 0.0, 1.0, seed=3, **options), _ignore, _never).samples
+                for e in (with_spectra, without)]
+
+    steered, plain = both(prompt="glass breaks")
+    assert with_spectra._spectra is not None and without._spectra is None
+    # Without a prompt nothing is steered: the two differ by their watermarks alone (the
+    # weights' hash is in the mark).
+    unprompted = both(prompt="")
+    rms = [float(np.sqrt(np.mean((a - b) ** 2))) for a, b in ((steered, plain), unprompted)]
+    assert rms[0] > 3 * rms[1], rms
+    plans = [with_spectra._prepare(_request(video, prompt=p), _ignore, 0, 1) for p in ("rain", " ")]
+    assert plans[0].spectrum is not None and plans[1].spectrum is None
+    assert with_spectra._steer(plans[1:], torch.device("cpu")) is None
+
+
+def test_prompt_spectra_for_another_codec_are_refused_clearly(tmp_path, weights):
+    from daemon.model.spectra import SPECTRA_FILE, PromptSpectra
+
+    for suffix in (".safetensors", ".json"):
+        (tmp_path / f"tiny{suffix}").write_bytes(weights.with_suffix(suffix).read_bytes())
+    PromptSpectra(torch.zeros(384, 64), torch.zeros(384), torch.zeros(64), torch.zeros(384, 64),
+                  torch.zeros(64)).save(tmp_path / SPECTRA_FILE, {})
+    engine = V2AEngine(weights=tmp_path / "tiny.safetensors", device="cpu")
+    with pytest.raises(IncompatibleWeights, match="its codec has 80 bands"):
+        engine.load("cpu")
+    assert not engine.loaded
