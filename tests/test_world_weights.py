@@ -68,20 +68,3 @@ def test_shipped_weights_on_a_textured_picture_stay_within_a_sound():
     latents = generate_latents(network, picture.clip[None], picture.sync[None],
                                MiniLMText().encode([""]).tokens, n, steps=4, cfg=4.5, seed=0)
     assert float(ceiling_share(latents)[0]) < 0.01
-
-
-def test_shipped_prompt_spectra_are_surer_of_rain_than_of_a_glass_ring():
-    """What prompts say of their spectra, beside the weights: sure of a steady texture, unsure
-    of an impact's ring (whose partials lie elsewhere on every glass), so it steers the one and
-    leaves the other to the network."""
-    from daemon.model.spectra import SPECTRA_FILE, PromptSpectra
-    from daemon.model.text import MiniLMText
-
-    spectra = PromptSpectra.load(WEIGHTS / SPECTRA_FILE)
-    prompts = ["rain falling", "glass shattering", "footsteps on gravel", "a tense drone"]
-    peaks, confidence = spectra.predict(MiniLMText().encode(prompts).tokens)
-    assert peaks.shape == confidence.shape == (4, 80)
-    rain, glass = confidence[0].mean(), confidence[1].mean()
-    assert rain > 0.8 and glass < rain - 0.2
-    # Different sounds, different spectra: gravel and a drone are told apart.
-    assert (peaks[2] - peaks[3]).abs().mean() > 0.5
