@@ -60,15 +60,8 @@ from daemon.model.flow import (
     sound_bounds,
 )
 from daemon.model.network import V2ANetwork
-from daemon.model.spectra import SPECTRA_FILE, PromptSpectra, SpectrumSteer
 from daemon.model.text import MiniLMText, TextEncoder, conditioning_text, is_prompt
-from daemon.model.visual import (
-    PICTURE_RANGE_FILE,
-    MotionFeatures,
-    VisualEncoder,
-    VisualFeatures,
-    default_visual,
-)
+from daemon.model.visual import MotionFeatures, VisualEncoder, VisualFeatures, default_visual
 from daemon.model.windows import (
     Window,
     WindowSettings,
@@ -124,7 +117,6 @@ class SamplingPlan:
     text: torch.Tensor  # (Nt, text_dim)
     prompted: bool  # whether the text says anything (else it is the encoding of none)
     negative: torch.Tensor | None  # (Nt, text_dim) or None
-    spectrum: tuple[torch.Tensor, torch.Tensor] | None = None  # the prompt's (peaks, confidence)
     timings: dict = field(default_factory=dict)
 
 
@@ -217,7 +209,6 @@ class V2AEngine:
         self.output = output or OutputSettings()
         self.windows = windows or WindowSettings()
         self._network: V2ANetwork | None = None
-        self._spectra: PromptSpectra | None = None
         self._device: torch.device | None = None
         self._hash: tuple[tuple, str] | None = None
 
@@ -237,15 +228,13 @@ class V2AEngine:
 
     @property
     def weights_hash(self) -> str:
-        """First 16 hex digits of the SHA-256 of the weights file, and of the files beside it
-        that change what it generates (contact detector, picture range, prompt spectra) where
-        they are ("" when no weights are installed)."""
+        """First 16 hex digits of the SHA-256 of the weights file, and of the contact detector
+        beside it when there is one ("" when no weights are installed)."""
         try:
             path = self.weights_path
         except WeightsNotInstalled:
             return ""
-        beside = (DETECTOR_FILE, PICTURE_RANGE_FILE, SPECTRA_FILE)
-        files = [p for p in (path, *(path.parent / name for name in beside)) if p.is_file()]
+        files = [p for p in (path, path.parent / DETECTOR_FILE) if p.is_file()]
         key = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
         if self._hash is None or self._hash[0] != key:
             digest = hashlib.sha256()
@@ -290,39 +279,10 @@ class V2AEngine:
             except (FileNotFoundError, ValueError) as exc:  # missing, or from another build
                 raise IncompatibleWeights(str(exc)) from exc
         self._check_front_ends(network, path)
-        self._spectra = self._load_spectra(network, path)
         network.requires_grad_(False)
         self.text.encode([""])  # loads the text encoder now rather than on the first job
         self._network, self._device = network.eval(), target
         log.info("loaded %s (%s) on %s", path.name, self.weights_hash, target)
-
-    def _load_spectra(self, network: V2ANetwork, path: Path) -> PromptSpectra | None:
-        """The prompt spectra stored beside the weights, when there are any and the network's
-        latent is the mel codec's log-mel frames they describe."""
-        file = path.parent / SPECTRA_FILE
-        if not file.is_file() or not isinstance(self.codec, MelCodec):
-            return None
-        try:
-            spectra = PromptSpectra.load(file)
-        except (OSError, ValueError) as exc:
-            raise IncompatibleWeights(f"{file.name}: {exc}") from exc
-        if spectra.weight.shape != (network.config.text_dim, self.codec.n_mels):
-            raise IncompatibleWeights(
-                f"{file.name} maps {spectra.weight.shape[0]}-d text to {spectra.weight.shape[1]} "
-                f"bands; the network reads {network.config.text_dim}-d text and its codec has "
-                f"{self.codec.n_mels} bands")
-        return spectra
-
-    def _steer(self, plans: list[SamplingPlan], device: torch.device) -> SpectrumSteer | None:
-        """The steer toward each prompted plan's spectrum (None when no plan has one)."""
-        if all(p.spectrum is None for p in plans):
-            return None
-        bands = self.codec.n_mels
-        none = (torch.zeros(bands), torch.zeros(bands))
-        peaks, confidence = (torch.stack([(p.spectrum or none)[i] for p in plans]).to(device)
-                             for i in (0, 1))
-        rows = torch.tensor([p.spectrum is not None for p in plans], device=device)
-        return SpectrumSteer(peaks, confidence, rows)
 
     def _check_front_ends(self, network: V2ANetwork, path: Path) -> None:
         c = network.config
@@ -351,7 +311,6 @@ class V2AEngine:
 
     def unload(self) -> None:
         self._network = None
-        self._spectra = None
         self._device = None
         self.text.unload()
         gc.collect()
@@ -500,10 +459,6 @@ class V2AEngine:
         text, prompted, negative = conditioning_text(
             self.text, [request.prompt], [request.negative_prompt], c.reads_negation)
         latent_len, _, _ = c.seq_lens_for(request.duration)
-        spectrum = None
-        if self._spectra is not None and prompted[0]:
-            peaks, confidence = self._spectra.predict(self.text.encode([request.prompt]).tokens)
-            spectrum = (peaks[0].cpu(), confidence[0].cpu())
         return SamplingPlan(
             latent_len=latent_len,
             clip=picture.clip,
@@ -511,7 +466,6 @@ class V2AEngine:
             text=text[0],
             prompted=bool(prompted[0]),
             negative=negative[0] if is_prompt(request.negative_prompt) else None,
-            spectrum=spectrum,
             timings={"decode_and_picture_features_s": visual_s,
                      "text_features_s": time.perf_counter() - started},
         )
@@ -525,7 +479,7 @@ class V2AEngine:
             plan.text[None].to(device), plan.latent_len, negative_text_f=negative,
             steps=request.steps, cfg=request.cfg, seed=request.seed,
             settings=self._window_settings(request), prompted=plan.prompted,
-            progress=report, cancelled=cancelled, steer=self._steer([plan], device),
+            progress=report, cancelled=cancelled,
         )
 
     @torch.inference_mode()
@@ -564,9 +518,6 @@ class V2AEngine:
                 prompted=torch.tensor([p.prompted for p in plans], device=device),
                 negated=torch.tensor([p.negative is not None for p in plans], device=device))
         velocity = guided_velocity(network, branches, guidance)
-        steer = self._steer(plans, device)
-        if steer is not None:
-            velocity = steer.velocity(network, velocity)
         x = euler_sample(velocity, noise, steps, bounds=sound_bounds(network), renoise=RENOISE,
                          fresh_noise=fresh_noise, progress=report, cancelled=cancelled)
         return network.unnormalize(x)

@@ -7,11 +7,9 @@ Every clip comes from the world's held-out seed range (never used in training). 
 sees what the engine would give it: the clip's frames after a real H.264 round trip through
 the weight-free visual front end, MiniLM text, 25 sampler steps redrawing 0.7 of the predicted
 noise each (`flow.RENOISE`) with guidance 4.5 (prompt and negative terms at twice that, the
-prompt's until t = 0.25: `flow.Guidance.scaled`), the prompt's spectrum steering the
-predicted sound while t < 0.5 where it is installed beside the weights (`spectra`), Griffin-Lim,
-then levelled to the output loudness as the engine's output stage does. `--renoise`,
-`--prompt-ratio`, `--negative-ratio`, `--prompt-until`, `--picture-from` and `--no-spectrum`
-measure other sampler settings on the same clips.
+prompt's until t = 0.25: `flow.Guidance.scaled`), Griffin-Lim, then levelled to the output
+loudness as the engine's output stage does. `--renoise`, `--prompt-ratio`, `--negative-ratio`
+and `--prompt-until` measure other sampler settings on the same clips.
 
 Sections (metrics are the pure functions of daemon.model.world.metrics):
 - sync: onset precision/recall/F1 (+-50 ms) of the generated audio against the events (with a
@@ -72,7 +70,7 @@ import torch
 
 from daemon.model.checkpoint import file_metadata
 from daemon.model.flow import PROMPT_GUIDANCE_RATIO, PROMPT_UNTIL, RENOISE, Guidance
-from daemon.model.text import conditioning_text, is_prompt
+from daemon.model.text import conditioning_text
 from daemon.model.world import (
     EVAL_SYNC,
     WorldConfig,
@@ -134,10 +132,9 @@ class EvalSettings:
 class ModelUnderTest:
     """A weights file with the default front ends, generating 16 kHz audio for world clips."""
 
-    def __init__(self, weights: str | Path, device: str = "cpu", spectrum: bool = True):
+    def __init__(self, weights: str | Path, device: str = "cpu"):
         from daemon.model.checkpoint import load_network
         from daemon.model.codec import MelCodec
-        from daemon.model.spectra import SPECTRA_FILE, PromptSpectra
         from daemon.model.text import MiniLMText
         from daemon.model.visual import default_visual
 
@@ -145,9 +142,6 @@ class ModelUnderTest:
         self.visual = default_visual(self.network.config.sync_dim, weights)
         self.text, self.codec = MiniLMText(), MelCodec()
         self.weights = str(weights)
-        # The prompt's spectrum steers the sampler as in the engine, where it is installed.
-        spectra = Path(weights).with_name(SPECTRA_FILE)
-        self.spectra = PromptSpectra.load(spectra) if spectrum and spectra.is_file() else None
 
     @torch.inference_mode()
     def through_codec(self, audio: np.ndarray) -> np.ndarray:
@@ -200,16 +194,12 @@ class ModelUnderTest:
             text, prompted, neg = conditioning_text(self.text, part_prompts, part_negatives,
                                                     self.network.config.reads_negation)
             neg = None if negatives is None else neg
-            steer = None
-            if self.spectra is not None:
-                steer = self.spectra.steer(self.text.encode(part_prompts).tokens,
-                                           torch.tensor([is_prompt(p) for p in part_prompts]))
             n = self.network.config.seq_lens_for(8.0)[0]
             latents = generate_latents(self.network, clip, sync, text, n, negative_text_f=neg,
                                        steps=settings.steps,
                                        seed=settings.seed if seed is None else seed,
                                        prompted=prompted, guidance=settings.guidance(),
-                                       renoise=settings.renoise, steer=steer)
+                                       renoise=settings.renoise)
             yield latents
 
 
@@ -608,9 +598,6 @@ def main(argv=None) -> None:
     parser.add_argument("--picture-from", type=float, default=Guidance.picture_from,
                         help="t from which the picture term has its strength (before it: 1, "
                              f"no picture guidance; default {Guidance.picture_from}, the engine's)")
-    parser.add_argument("--no-spectrum", action="store_true",
-                        help="sample without the prompt's spectrum (spectra.PromptSpectra), "
-                             "even where it is installed beside the weights")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -623,10 +610,9 @@ def main(argv=None) -> None:
                             negative_clips=args.negative_clips,
                             conditioning_clips=args.conditioning_clips,
                             unfamiliar_clips=args.unfamiliar_clips)
-    model = ModelUnderTest(args.weights, spectrum=not args.no_spectrum)
+    model = ModelUnderTest(args.weights)
     report = {"weights": args.weights, "seeds": args.seeds, "settings": asdict(settings),
               "hardware": f"{platform.machine()}, {torch.get_num_threads()} CPU threads",
-              "prompt_spectrum": model.spectra is not None,
               "command": "python -m daemon.model.evaluate " + " ".join(
                   sys.argv[1:] if argv is None else argv)}
     sections = set(args.sections.split(","))

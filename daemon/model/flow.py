@@ -23,7 +23,6 @@ from torch import Tensor
 from ..engine import Cancelled
 from .codec import SOUND_RANGE
 from .network import Conditions, InputShapeError, V2ANetwork
-from .spectra import SpectrumSteer
 
 StepProgress = Callable[[int, int], None]
 """progress(step, total): called after every sampler step."""
@@ -389,8 +388,7 @@ def sample(network: V2ANetwork, clip_f: Tensor, sync_f: Tensor, text_f: Tensor, 
            prompted: bool | Tensor = True, guidance: Guidance | None = None,
            renoise: float = RENOISE, progress: StepProgress | None = None,
            cancelled: Callable[[], bool] | None = None,
-           step_offset: int = 0, total_steps: int | None = None,
-           steer: SpectrumSteer | None = None) -> Tensor:
+           step_offset: int = 0, total_steps: int | None = None) -> Tensor:
     """Generate data-space latents (B, N, latent_dim) for one window of conditions.
 
     clip_f (B, Nc, clip_dim), sync_f (B, Ns, sync_dim), text_f (B, Nt, text_dim) on the
@@ -401,8 +399,7 @@ def sample(network: V2ANetwork, clip_f: Tensor, sync_f: Tensor, text_f: Tensor, 
     from `generator`, else from a generator seeded with `seed` on the network's device, so a
     seed reproduces its result exactly on the same device.
     `known` (B, N, latent_dim, data space) with `known_mask` (N,) bool holds those frames fixed
-    (see `euler_sample`). `steer` moves the predicted sound toward the prompt's spectrum
-    (`spectra.SpectrumSteer`).
+    (see `euler_sample`).
     """
     device = network.latent_mean.device
     b = clip_f.shape[0]
@@ -423,8 +420,6 @@ def sample(network: V2ANetwork, clip_f: Tensor, sync_f: Tensor, text_f: Tensor, 
                                     clip_offset=clip_offset, negative_text_f=negative_text_f,
                                     prompted=prompted)
     velocity = guided_velocity(network, branches, guidance)
-    if steer is not None:
-        velocity = steer.velocity(network, velocity)
 
     if generator is None:
         generator = make_generator(device, 0 if seed is None else seed)

@@ -11,9 +11,6 @@ network already trains on the first shards):
     # the mean of two stages' weights (how the shipped file was made), and a running one's
     python -m daemon.model.train_default average a.safetensors b.safetensors --out mean
     python -m daemon.model.train_default export --work /tmp/v2a-train --out now
-    # beside the weights: the training pictures' range, and what prompts say of the spectrum
-    python -m daemon.model.train_default picture-range
-    python -m daemon.model.train_default spectra
 
 Training: conditional flow matching (daemon.model.flow.training_loss: logit-normal t, with
 `--low-t` of the samples at t < `--low-t-max`; 10 % picture (`--picture-dropout`) and 10 % text
@@ -65,7 +62,6 @@ from daemon.model.flow import (
     training_loss,
 )
 from daemon.model.network import build_network
-from daemon.model.spectra import SPECTRA_FILE
 from daemon.model.train import cosine_decay, update_ema
 from daemon.model.visual import PICTURE_RANGE_FILE, MotionFeatures, PictureRange, VisualFeatures
 from daemon.model.world.clip import WorldConfig
@@ -381,39 +377,6 @@ def training_picture_features(detector: str | None, seeds: list[int]) -> list[Vi
     return list(training_pictures(seeds, MotionFeatures(contacts=contacts)))
 
 
-def prompt_spectra(args) -> None:
-    """Fit what prompts say of their sounds' spectra (`spectra.PromptSpectra`) on one-source
-    world clips of training seeds, every class of each seed under a paraphrase of its name, and
-    write it beside the weights: the engine steers the sampler toward it."""
-    import numpy as np
-
-    from daemon.model.evaluate import adherence_clip
-    from daemon.model.spectra import PromptSpectra, band_peaks
-    from daemon.model.text import MiniLMText
-    from daemon.model.world.captions import CLASSES, class_prompt
-
-    torch.set_num_threads(args.threads)
-    codec, text = MelCodec(), MiniLMText()
-    rng = np.random.default_rng(args.prompt_seed)
-    prompts, peaks, groups = [], [], []
-    seeds = range(args.first_seed, args.first_seed + args.seeds)
-    for seed in seeds:
-        for cls in CLASSES:
-            audio = torch.from_numpy(adherence_clip(seed, cls).audio)[None].float()
-            peaks.append(band_peaks(codec.encode(audio).reshape(-1, codec.n_mels)))
-            prompts.append(class_prompt(cls, rng))
-            groups.append(seed)
-    states = torch.cat([text.encode(prompts[i:i + 64]).tokens.float().mean(1)
-                        for i in range(0, len(prompts), 64)])
-    spectra = PromptSpectra.fit(states, torch.stack(peaks), torch.tensor(groups), args.ridge,
-                                args.error_ridge)
-    spectra.save(args.out, {"seeds": f"{seeds[0]}-{seeds[-1]}", "classes": str(len(CLASSES)),
-                            "prompt_seed": str(args.prompt_seed), "ridge": str(args.ridge),
-                            "error_ridge": str(args.error_ridge)})
-    _log(f"wrote {args.out}: the band peaks of {len(prompts)} one-source clips "
-         f"({len(seeds)} training seeds x {len(CLASSES)} classes) from their prompts")
-
-
 def _save_checkpoint(path: Path, network, ema, optimiser, step: int, seconds: float) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save({"network": network.state_dict(), "ema": ema.state_dict(),
@@ -510,18 +473,9 @@ def main(argv=None) -> None:
                         "every training value for more than this share of its frames is "
                         "unfamiliar")
     r.add_argument("--workers", type=int, default=1)
-    f = sub.add_parser("spectra", help="what prompts say of their sounds' spectra -> safetensors")
-    f.add_argument("--out", default=f"daemon/model/weights/{SPECTRA_FILE}")
-    f.add_argument("--seeds", type=int, default=60, help="training seeds, every class of each")
-    f.add_argument("--first-seed", type=int, default=0)
-    f.add_argument("--prompt-seed", type=int, default=7, help="seeds the choice of paraphrases")
-    f.add_argument("--ridge", type=float, default=1e-2, help="the peaks map's regularisation")
-    f.add_argument("--error-ridge", type=float, default=1e-3,
-                   help="the held-out fits' and the error map's regularisation")
-    f.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     {"precompute": precompute, "train": train, "export": export, "average": average,
-     "picture-range": picture_range, "spectra": prompt_spectra}[args.command](args)
+     "picture-range": picture_range}[args.command](args)
 
 
 if __name__ == "__main__":

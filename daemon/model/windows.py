@@ -25,7 +25,6 @@ from torch import Tensor
 from .config import SYNC_SEGMENT, NetworkConfig
 from .flow import RENOISE, Guidance, StepProgress, make_generator, sample
 from .network import InputShapeError, V2ANetwork
-from .spectra import SpectrumSteer
 
 
 @dataclass(frozen=True)
@@ -152,14 +151,12 @@ def generate_latents(network: V2ANetwork, clip_f: Tensor, sync_f: Tensor, text_f
                      settings: WindowSettings | None = None, prompted: bool | Tensor = True,
                      guidance: Guidance | None = None, renoise: float = RENOISE,
                      progress: StepProgress | None = None,
-                     cancelled: Callable[[], bool] | None = None,
-                     steer: SpectrumSteer | None = None) -> Tensor:
+                     cancelled: Callable[[], bool] | None = None) -> Tensor:
     """Data-space latents (B, latent_seq_len, latent_dim) for a clip of any length.
 
     clip_f (B, Nc, clip_dim) and sync_f (B, Ns, sync_dim) cover the whole clip at the network's
     clip/sync rates; text_f (B, Nt, text_dim) applies throughout (`prompted`, `guidance`,
-    `renoise`, `steer`: see `flow.sample`). progress(step, total) counts sampler steps over all
-    windows.
+    `renoise`: see `flow.sample`). progress(step, total) counts sampler steps over all windows.
     """
     settings = settings or WindowSettings()
     c = network.config
@@ -178,7 +175,7 @@ def generate_latents(network: V2ANetwork, clip_f: Tensor, sync_f: Tensor, text_f
         return sample(network, clip, sync, text_f, latent_seq_len=latent_seq_len,
                       negative_text_f=negative_text_f, steps=steps, cfg=cfg, seed=seed,
                       clip_offset=offset, prompted=prompted, guidance=guidance,
-                      renoise=renoise, progress=progress, cancelled=cancelled, steer=steer)
+                      renoise=renoise, progress=progress, cancelled=cancelled)
 
     plan = plan_clip_windows(network, latent_seq_len, settings)
     device = network.latent_mean.device
@@ -199,7 +196,8 @@ def generate_latents(network: V2ANetwork, clip_f: Tensor, sync_f: Tensor, text_f
                          generator=generator, known=known, known_mask=known_mask,
                          clip_offset=offset, prompted=prompted, guidance=guidance,
                          renoise=renoise, progress=progress, cancelled=cancelled,
-                         step_offset=i * steps, total_steps=total_steps, steer=steer)
+                         step_offset=i * steps,
+                         total_steps=total_steps)
         if w.shared > hold:
             # Cross-fade the free shared frames from the previous window's to this one's; the
             # held frames already equal the previous window's.
