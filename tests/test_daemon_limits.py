@@ -239,7 +239,10 @@ def test_a_job_resent_to_a_restarted_daemon_with_a_smaller_limit_is_refused(tmp_
     """The job was accepted by a daemon that took 4 MiB; the daemon now on the endpoint takes
     1 MiB: re-sending it after the restart would vanish, so it ends with too_large instead."""
     endpoint = free_tcp_endpoint()
-    router = zmq.Context.instance().socket(zmq.ROUTER)
+    # A context of its own: closing a socket releases its port later, in the context's I/O
+    # thread, and the daemon below binds the same port; terminating the context waits for it.
+    context = zmq.Context()
+    router = context.socket(zmq.ROUTER)
     router.linger = 0
     router.bind(endpoint)
     with Client(endpoint, timeout=0.5) as client:
@@ -254,6 +257,7 @@ def test_a_job_resent_to_a_restarted_daemon_with_a_smaller_limit_is_refused(tmp_
             assert [e.type for e in client.poll(5)] == ["accepted"]
         finally:
             router.close()
+            context.term()
         with running_server(tmp_path / "cache", bind=endpoint, max_message_bytes=MIB) as server:
             with pytest.raises(MessageTooLarge, match="--max-message-mb 2 or more"):
                 client.wait(rid, timeout=10)
