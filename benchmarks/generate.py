@@ -14,6 +14,8 @@ Prints one table. Rows:
   H.264 file made here (libx264 veryfast, crf 20, keyframe every 2 s, moving textured picture;
   its bitrate is printed), from the start and seeking into the middle, as a multiple of real
   time; goal >= 10x.
+- contact detector: its part of the picture features for the clip's frames, read from both
+  sides as the engine reads it (EventDetector.probabilities) and from one side, in one run.
 - Griffin-Lim iterations: decode time of 8 s for 16/32/48/64 iterations.
 
 The machine's load average and OMP_WAIT_POLICY are printed too: on a shared CPU the figures
@@ -151,6 +153,24 @@ def main() -> int:
             best = statistics.median(times)
             rows.append((f"decode + {name} 1080p H.264, {what}", f"{best:.2f} s",
                          f"{duration / best:.1f}x real time (goal >= 10x)"))
+
+        # -- the contact detector: both views (what the engine runs) against one ----------------
+        detector = getattr(engine.visual, "contacts", None)
+        if detector is not None:
+            frames = int(round(args.seconds * 25))
+            detail = np.random.default_rng(0).integers(0, 256, (frames, 72, 128), dtype=np.uint8)
+            luma = torch.from_numpy(detail).float()[None] / 255.0
+            with torch.no_grad():
+                for what, run in (("both views (shipped)", lambda: detector.features(detail, np.arange(frames))),
+                                  ("one view", lambda: torch.sigmoid(detector(luma)))):
+                    run()
+                    times = []
+                    for _ in range(args.repeats):
+                        started = time.perf_counter()
+                        run()
+                        times.append(time.perf_counter() - started)
+                    rows.append((f"contact detector, {frames} frames at 128x72, {what}",
+                                 f"{statistics.median(times):.3f} s", ""))
 
         # -- Griffin-Lim -----------------------------------------------------------------------
         latents = MelCodec().encode(torch.randn(1, 8 * 16_000) * 0.1)
