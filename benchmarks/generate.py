@@ -33,6 +33,7 @@ import statistics
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import av
@@ -84,6 +85,16 @@ def make_clip(path: Path, seconds: float, rate: int = 25) -> Path:
         container.mux(packet)
     container.close()
     return path
+
+
+def median_seconds(run, repeats: int) -> float:
+    """Median wall time of `repeats` calls of `run`."""
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
 
 
 def main() -> int:
@@ -145,12 +156,8 @@ def main() -> int:
             encoders.append((MotionFeatures.name, MotionFeatures()))
         for (name, encoder), (what, start, duration) in itertools.product(
                 encoders, (("from the start, 10 s", 0.0, 10.0), ("seeking to 5 s, 4 s", 5.0, 4.0))):
-            times = []
-            for _ in range(args.repeats):
-                started = time.perf_counter()
-                encoder.encode_segments([Segment(str(video), start, duration)])
-                times.append(time.perf_counter() - started)
-            best = statistics.median(times)
+            segments = [Segment(str(video), start, duration)]
+            best = median_seconds(partial(encoder.encode_segments, segments), args.repeats)
             rows.append((f"decode + {name} 1080p H.264, {what}", f"{best:.2f} s",
                          f"{duration / best:.1f}x real time (goal >= 10x)"))
 
@@ -164,13 +171,8 @@ def main() -> int:
                 for what, run in (("both views (shipped)", lambda: detector.features(detail, np.arange(frames))),
                                   ("one view", lambda: torch.sigmoid(detector(luma)))):
                     run()
-                    times = []
-                    for _ in range(args.repeats):
-                        started = time.perf_counter()
-                        run()
-                        times.append(time.perf_counter() - started)
                     rows.append((f"contact detector, {frames} frames at 128x72, {what}",
-                                 f"{statistics.median(times):.3f} s", ""))
+                                 f"{median_seconds(run, args.repeats):.3f} s", ""))
 
         # -- Griffin-Lim -----------------------------------------------------------------------
         latents = MelCodec().encode(torch.randn(1, 8 * 16_000) * 0.1)
