@@ -164,8 +164,8 @@ def test_sampler_settings_of_the_command_reach_the_sampler(untrained_weights, mo
 
     assert EvalSettings().guidance() == Guidance.scaled(4.5)  # the engine's
     other = EvalSettings(steps=2, renoise=0.25, prompt_ratio=1.0, negative_ratio=3.0,
-                         prompt_until=0.5)
-    assert other.guidance() == Guidance(4.5, 4.5, 13.5, 0.5)
+                         prompt_until=0.5, contact_ratio=0.5)
+    assert other.guidance() == Guidance(4.5, 4.5, 13.5, 0.5, contacts=2.25)
     model = ModelUnderTest(untrained_weights)
     picture = [model.picture(generate_clip(1_000_000, EVAL_SYNC))]
     seen, generate_latents = [], daemon.model.windows.generate_latents
@@ -176,7 +176,7 @@ def test_sampler_settings_of_the_command_reach_the_sampler(untrained_weights, mo
 
     monkeypatch.setattr(daemon.model.windows, "generate_latents", spy)
     model.generate(picture, ["rain on a window"], None, other)
-    assert seen == [(Guidance(4.5, 4.5, 13.5, 0.5), 0.25, 2)]
+    assert seen == [(Guidance(4.5, 4.5, 13.5, 0.5, contacts=2.25), 0.25, 2)]
 
 
 def test_negative_section_measures_what_a_perfect_negative_prompt_would(untrained_weights, tmp_path):

@@ -5,12 +5,15 @@ import torch
 
 from daemon.engine import Cancelled
 from daemon.model import build_network
+from daemon.model.codec import MelCodec
 from daemon.model.flow import (
+    CONTACT_GUIDANCE_RATIO,
     PROMPT_GUIDANCE_RATIO,
     Guidance,
     TrainingSettings,
     euler_sample,
     fit_latent_statistics,
+    frame_level,
     guided_velocity,
     onset_weights,
     prepare_guidance,
@@ -159,9 +162,94 @@ def test_without_a_negative_prompt_late_steps_are_mmaudios_two_branches(net, inp
     assert torch.allclose(v, want, atol=1e-5)
 
 
+def test_the_contact_term_steers_toward_what_the_contact_channels_add(net, inputs):
+    """The last `contact_channels` sync channels set to "no contact" make one more branch of the
+    same forward, with each item's own text: contacts * (v(P, T) - v(P°, T)) is added to the
+    velocity as each latent frame's level, MMAudio's late two-branch guidance and the separate
+    early terms alike."""
+    clip, sync, text = inputs
+    negative = torch.randn(2, 4, 16)
+    contactless = sync.clone()
+    contactless[..., -2:] = 0.0
+    g = Guidance(picture=3.0, prompt=7.0, negative=5.0, prompt_until=0.5, contacts=2.0)
+    x = torch.randn(2, 40, 8)
+    with torch.no_grad():
+        tt = {t: torch.full((2,), t) for t in (0.2, 0.6)}
+
+        def branch(t, clip_f, sync_f, text_f):
+            return net.predict_flow(x, tt[t], net.preprocess_conditions(clip_f, sync_f, text_f, 40))
+
+        e_clip, e_sync, e_text = net.empty_features(2, 10, 32)
+        alone = guided_velocity(net, prepare_guidance(net, clip, sync, text, 40, g,
+                                                      contact_channels=2), g)
+        with_negative = guided_velocity(net, prepare_guidance(
+            net, clip, sync, text, 40, g, negative_text_f=negative, contact_channels=2), g)
+        for t, count in ((0.2, 8), (0.6, 6)):
+            calls, handle = _count_calls(net.audio_input_proj)
+            v = alone(x, t)
+            handle.remove()
+            assert calls == [count]  # (P, T), (0, 0), [(P, 0)], (P°, T)
+            v_full, v_empty = branch(t, clip, sync, text), branch(t, e_clip, e_sync, e_text)
+            v_plain, v_bare = branch(t, clip, sync, e_text), branch(t, clip, contactless, text)
+            if t < 0.5:
+                picture = v_empty + 3.0 * (v_plain - v_empty) + 7.0 * (v_full - v_plain)
+            else:
+                picture = v_empty + 3.0 * (v_full - v_empty)
+            assert torch.allclose(v, picture + 2.0 * frame_level(v_full - v_bare), atol=1e-4)
+            v_neg = branch(t, clip, sync, negative)
+            prompt_w = 7.0 if t < 0.5 else 3.0
+            want = (v_empty + 3.0 * (v_plain - v_empty) + prompt_w * (v_full - v_plain)
+                    - 5.0 * (v_neg - v_plain) + 2.0 * frame_level(v_full - v_bare))
+            assert torch.allclose(with_negative(x, t), want, atol=1e-4)
+
+
+def test_the_contact_term_keeps_each_frames_level_and_drops_its_spectrum():
+    """A log-mel token's two mel frames each take the mean of their 80 bins (a gain on that
+    frame, the spectrum left to the prompt); a latent of another width is averaged per token."""
+    term = torch.randn(2, 5, MelCodec.latent_dim)
+    level = frame_level(term)
+    frames = term.view(2, 5, MelCodec.frames_per_token, MelCodec.n_mels)
+    for k in range(MelCodec.frames_per_token):
+        part = level.view_as(frames)[:, :, k]
+        assert torch.allclose(part, frames[:, :, k].mean(-1, keepdim=True).expand_as(part))
+    assert not torch.allclose(level[..., 0], level[..., -1])  # the frames differ
+    other = torch.randn(2, 5, 8)
+    assert torch.allclose(frame_level(other), other.mean(-1, keepdim=True).expand(2, 5, 8))
+    assert torch.allclose(level.mean(-1), term.mean(-1), atol=1e-6)  # no level added or lost
+
+
+def test_no_contact_branch_where_nothing_is_marked_or_nothing_is_detected(net, inputs):
+    clip, sync, text = inputs
+    quiet = sync.clone()
+    quiet[..., -2:] = 0.0
+    g, none = Guidance(picture=3.0, prompt=3.0), Guidance(picture=3.0, prompt=3.0, contacts=0.0)
+    x = torch.randn(2, 40, 8)
+    with torch.no_grad():
+        for branches in (prepare_guidance(net, clip, quiet, text, 40, g, contact_channels=2),
+                         prepare_guidance(net, clip, sync, text, 40, none, contact_channels=2),
+                         # The test network's 8 sync channels hold no contact detector's.
+                         prepare_guidance(net, clip, sync, text, 40, g)):
+            assert branches.contactless is None
+        calls, handle = _count_calls(net.audio_input_proj)
+        v = guided_velocity(net, prepare_guidance(net, clip, quiet, text, 40, g,
+                                                  contact_channels=2), g)(x, 0.3)
+        handle.remove()
+        want = guided_velocity(net, prepare_guidance(net, clip, quiet, text, 40, none), none)(x, 0.3)
+    assert calls == [4] and torch.allclose(v, want, atol=1e-6)
+
+
+def test_contact_channels_are_those_after_the_motion_features():
+    from daemon.model.events import FAMILIES
+    from daemon.model.visual import MotionFeatures, contact_channels
+
+    assert contact_channels(MotionFeatures.sync_dim + len(FAMILIES)) == len(FAMILIES)
+    assert contact_channels(MotionFeatures.sync_dim) == contact_channels(768) == 0
+
+
 def test_scaled_guidance_steers_prompts_harder_than_the_picture():
     g = Guidance.scaled(4.5)
     assert g.picture == 4.5 and g.prompt == g.negative == 4.5 * PROMPT_GUIDANCE_RATIO > 4.5
+    assert g.contacts == 4.5 * CONTACT_GUIDANCE_RATIO and Guidance.mmaudio(4.5).contacts == 0.0
     assert not Guidance.scaled(1.0).active
 
 

@@ -7,9 +7,9 @@ Every clip comes from the world's held-out seed range (never used in training). 
 sees what the engine would give it: the clip's frames after a real H.264 round trip through
 the weight-free visual front end, MiniLM text, 25 sampler steps redrawing 0.7 of the predicted
 noise each (`flow.RENOISE`) with guidance 4.5 (prompt and negative terms at twice that, the
-prompt's until t = 0.25: `flow.Guidance.scaled`), Griffin-Lim, then levelled to the output
-loudness as the engine's output stage does. `--renoise`, `--prompt-ratio`, `--negative-ratio`
-and `--prompt-until` measure other sampler settings on the same clips.
+prompt's until t = 0.25, the contact term at 4.5: `flow.Guidance.scaled`), Griffin-Lim, then
+levelled to the output loudness as the engine's output stage does. `--renoise`, `--prompt-ratio`, `--negative-ratio`,
+`--prompt-until` and `--contact-ratio` measure other sampler settings on the same clips.
 
 Sections (metrics are the pure functions of daemon.model.world.metrics):
 - sync: onset precision/recall/F1 (+-50 ms) of the generated audio against the events (with a
@@ -69,7 +69,13 @@ import numpy as np
 import torch
 
 from daemon.model.checkpoint import file_metadata
-from daemon.model.flow import PROMPT_GUIDANCE_RATIO, PROMPT_UNTIL, RENOISE, Guidance
+from daemon.model.flow import (
+    CONTACT_GUIDANCE_RATIO,
+    PROMPT_GUIDANCE_RATIO,
+    PROMPT_UNTIL,
+    RENOISE,
+    Guidance,
+)
 from daemon.model.text import conditioning_text
 from daemon.model.world import (
     EVAL_SYNC,
@@ -121,11 +127,13 @@ class EvalSettings:
     negative_ratio: float = PROMPT_GUIDANCE_RATIO
     prompt_until: float = PROMPT_UNTIL
     picture_from: float = Guidance.picture_from
+    contact_ratio: float = CONTACT_GUIDANCE_RATIO  # the contact term, times cfg
 
     def guidance(self) -> Guidance:
         """The sampler's guidance; the defaults are the engine's."""
         return replace(
-            Guidance.scaled(self.cfg, self.prompt_ratio, self.negative_ratio, self.prompt_until),
+            Guidance.scaled(self.cfg, self.prompt_ratio, self.negative_ratio, self.prompt_until,
+                            self.contact_ratio),
             picture_from=self.picture_from)
 
 
@@ -598,6 +606,9 @@ def main(argv=None) -> None:
     parser.add_argument("--picture-from", type=float, default=Guidance.picture_from,
                         help="t from which the picture term has its strength (before it: 1, "
                              f"no picture guidance; default {Guidance.picture_from}, the engine's)")
+    parser.add_argument("--contact-ratio", type=float, default=CONTACT_GUIDANCE_RATIO,
+                        help="the contact term's strength as a multiple of --cfg (0: none; "
+                             f"default {CONTACT_GUIDANCE_RATIO}, the engine's)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -605,6 +616,7 @@ def main(argv=None) -> None:
     settings = EvalSettings(steps=args.steps, cfg=args.cfg, renoise=args.renoise,
                             prompt_ratio=args.prompt_ratio, negative_ratio=args.negative_ratio,
                             prompt_until=args.prompt_until, picture_from=args.picture_from,
+                            contact_ratio=args.contact_ratio,
                             sync_clips=args.sync_clips,
                             adherence_clips=args.adherence_clips,
                             negative_clips=args.negative_clips,

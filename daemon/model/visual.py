@@ -664,6 +664,14 @@ def _frames_at_times(count: int, rate: Fraction, other_count: int, other_rate: F
     return (middles * float(other_rate)).floor().long().clamp(0, max(0, other_count - 1))
 
 
+def contact_channels(sync_dim: int) -> int:
+    """How many of the `sync_dim` sync channels of a network are the contact detector's (they
+    follow the weight-free features' 64): all it detects when it was trained with them, else 0."""
+    from daemon.model.events import FAMILIES
+
+    return len(FAMILIES) if sync_dim == MotionFeatures.sync_dim + len(FAMILIES) else 0
+
+
 def default_visual(sync_dim: int, weights: str | Path) -> MotionFeatures:
     """The picture features a network taking `sync_dim` sync channels was trained with: the
     weight-free features alone, or with the contact detector stored beside its weights; held
@@ -671,11 +679,11 @@ def default_visual(sync_dim: int, weights: str | Path) -> MotionFeatures:
     (`PictureRange`). A width that fits neither gets the plain features (the engine's check
     then says what the network wants). Raises FileNotFoundError when the network needs a
     detector that is missing."""
-    from daemon.model.events import DETECTOR_FILE, FAMILIES, EventDetector
+    from daemon.model.events import DETECTOR_FILE, EventDetector
 
     folder = Path(weights).parent
     contacts = None
-    if sync_dim == MotionFeatures.sync_dim + len(FAMILIES):
+    if contact_channels(sync_dim):
         path = folder / DETECTOR_FILE
         if not path.exists():
             raise FileNotFoundError(
