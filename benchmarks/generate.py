@@ -14,6 +14,8 @@ Prints one table. Rows:
   H.264 file made here (libx264 veryfast, crf 20, keyframe every 2 s, moving textured picture;
   its bitrate is printed), from the start and seeking into the middle, as a multiple of real
   time; goal >= 10x.
+- sampling 8 s alone, prompt: the sampler with the engine's guidance, with and without the
+  contact term's branch (`flow.Guidance.contacts`), in one run.
 - contact detector: its part of the picture features for the clip's frames, read from both
   sides as the engine reads it (EventDetector.probabilities) and from one side, in one run.
 - Griffin-Lim iterations: decode time of 8 s for 16/32/48/64 iterations.
@@ -33,6 +35,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -47,7 +50,9 @@ from daemon.model import build_network  # noqa: E402
 from daemon.model.checkpoint import save_network  # noqa: E402
 from daemon.model.codec import MelCodec  # noqa: E402
 from daemon.model.engine import DEFAULT_WEIGHTS, V2AEngine  # noqa: E402
-from daemon.model.visual import MotionFeatures  # noqa: E402
+from daemon.model.flow import Guidance, sample  # noqa: E402
+from daemon.model.text import conditioning_text  # noqa: E402
+from daemon.model.visual import MotionFeatures, contact_channels  # noqa: E402
 
 
 def make_1080p(path: Path, seconds: int = 10, rate: int = 25) -> Path:
@@ -142,6 +147,21 @@ def main() -> int:
             for key in stages[0] if case == "prompt" else ("sampling_s",):
                 value = statistics.median(s[key] for s in stages)
                 rows.append((f"  stage {key}", f"{value:.3f} s", ""))
+
+        # -- the contact term: the sampler alone, with and without its branch ------------------
+        picture = engine.visual.encode_segments(request.segments)
+        if picture.sync[..., -contact_channels(engine.network.config.sync_dim):].any():
+            text, _, _ = conditioning_text(engine.text, [request.prompt], [""],
+                                           engine.network.config.reads_negation)
+            n = engine.network.config.seq_lens_for(args.seconds)[0]
+            shipped = Guidance.scaled(4.5)
+            for what, guidance in (("with the contact term (shipped)", shipped),
+                                   ("without it", replace(shipped, contacts=0.0))):
+                run = partial(sample, engine.network, picture.clip[None], picture.sync[None],
+                              text, latent_seq_len=n, steps=args.steps, guidance=guidance)
+                run()
+                rows.append((f"sampling {args.seconds:g} s alone, prompt, {what}",
+                             f"{median_seconds(run, args.repeats):.3f} s", ""))
 
         # -- decode + features -----------------------------------------------------------------
         started = time.perf_counter()

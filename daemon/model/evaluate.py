@@ -7,9 +7,10 @@ Every clip comes from the world's held-out seed range (never used in training). 
 sees what the engine would give it: the clip's frames after a real H.264 round trip through
 the weight-free visual front end, MiniLM text, 25 sampler steps redrawing 0.7 of the predicted
 noise each (`flow.RENOISE`) with guidance 4.5 (prompt and negative terms at twice that, the
-prompt's until t = 0.25, the contact term at 4.5: `flow.Guidance.scaled`), Griffin-Lim, then
-levelled to the output loudness as the engine's output stage does. `--renoise`, `--prompt-ratio`, `--negative-ratio`,
-`--prompt-until` and `--contact-ratio` measure other sampler settings on the same clips.
+prompt's until t = 0.25, the contact term at 2.25: `flow.Guidance.scaled`), Griffin-Lim, then
+levelled to the output loudness as the engine's output stage does. `--renoise`,
+`--prompt-ratio`, `--negative-ratio`, `--prompt-until` and `--contact-ratio` measure other
+sampler settings on the same clips.
 
 Sections (metrics are the pure functions of daemon.model.world.metrics):
 - sync: onset precision/recall/F1 (+-50 ms) of the generated audio against the events (with a
