@@ -150,7 +150,8 @@ def main() -> int:
 
         # -- the contact term: the sampler alone, with and without its branch ------------------
         picture = engine.visual.encode_segments(request.segments)
-        if picture.sync[..., -contact_channels(engine.network.config.sync_dim):].any():
+        contacts = contact_channels(engine.network.config.sync_dim)
+        if contacts and picture.sync[..., -contacts:].any():
             text, _, _ = conditioning_text(engine.text, [request.prompt], [""],
                                            engine.network.config.reads_negation)
             n = engine.network.config.seq_lens_for(args.seconds)[0]

@@ -185,8 +185,7 @@ class Guidance:
     contact": the contact term is what the detected contacts add, and pushes a hit onto each
     frame they mark, even one the detector is unsure of. `level` (`frame_level`) keeps of it
     only each latent frame's level, so it says when, and the prompt what. With prompt ==
-    picture, no negative
-    prompt and no contacts this is MMAudio's guidance,
+    picture, no negative prompt and no contact term this is MMAudio's guidance,
     w * v(P, T) + (1 - w) * v(0, 0) -- and so it is from t = `prompt_until` on, where the prompt
     term takes the picture's strength. The negative prompt is pushed away from beside the
     picture (what naming N adds to this picture), not from the unconditional branch: there it
