@@ -45,6 +45,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.timing import median_seconds  # noqa: E402
 from daemon.engine import ClipRequest, Segment  # noqa: E402
 from daemon.model import build_network  # noqa: E402
 from daemon.model.checkpoint import save_network  # noqa: E402
@@ -90,16 +91,6 @@ def make_clip(path: Path, seconds: float, rate: int = 25) -> Path:
         container.mux(packet)
     container.close()
     return path
-
-
-def median_seconds(run, repeats: int) -> float:
-    """Median wall time of `repeats` calls of `run`."""
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 def main() -> int:

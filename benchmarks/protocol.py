@@ -29,6 +29,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.timing import median_seconds  # noqa: E402
 from bridge.client import Client, DaemonUnavailable  # noqa: E402
 from daemon.store import ResultStore  # noqa: E402
 from daemon.wav import wav_bytes  # noqa: E402
@@ -137,12 +138,7 @@ def measure(endpoint: str, daemon_pid: int) -> dict:
 
 def measure_wav_encoding() -> float:
     audio = eight_seconds_of_audio()
-    times = []
-    for _ in range(30):
-        started = time.perf_counter()
-        wav_bytes(audio, model="bench", seed=0)
-        times.append((time.perf_counter() - started) * 1000)
-    return statistics.median(times)
+    return 1000 * median_seconds(lambda: wav_bytes(audio, model="bench", seed=0), 30)
 
 
 def main(argv: list[str] | None = None) -> int:

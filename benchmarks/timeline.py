@@ -12,7 +12,6 @@ engine speed follows from the absolute per-clip figure, which is printed too.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import threading
@@ -23,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import opentimelineio as otio  # noqa: E402
 
+from benchmarks.timing import median_seconds  # noqa: E402
 from bridge.client import Client  # noqa: E402
 from bridge.planner import parse_timeline_json, plan_timeline  # noqa: E402
 from bridge.timeline_output import GeneratedClip, Take, build_output  # noqa: E402
@@ -49,15 +49,6 @@ def big_edit(n: int, media=("/media/a.mov", "/media/b.mov", "/media/c.mov")):
     return timeline(v1, track(*inserts))
 
 
-def time_it(fn, repeat=5):
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 class TimedEngine(ToneEngine):
     """The test engine, taking `seconds` per clip, counting the time spent inside it."""
 
@@ -80,12 +71,12 @@ def planning(n: int) -> list[tuple[str, float]]:
     made = {j.index: GeneratedClip(j, [Take(f"/w/{j.index}.wav", 0)]) for j in plan.jobs}
     return [
         (f"jobs planned from {n} clips", len(plan.jobs)),
-        ("parse OTIO JSON (s)", time_it(lambda: parse_timeline_json(text))),
-        ("plan_timeline (s)", time_it(lambda: plan_timeline(edit))),
-        ("build_output + placements (s)", time_it(lambda: build_output(edit, plan, made))),
-        ("write result OTIO JSON (s)", time_it(
+        ("parse OTIO JSON (s)", median_seconds(lambda: parse_timeline_json(text), 5)),
+        ("plan_timeline (s)", median_seconds(lambda: plan_timeline(edit), 5)),
+        ("build_output + placements (s)", median_seconds(lambda: build_output(edit, plan, made), 5)),
+        ("write result OTIO JSON (s)", median_seconds(
             lambda: otio.adapters.write_to_string(build_output(edit, plan, made)[0], "otio_json"),
-            repeat=3,
+            3,
         )),
     ]
 
