@@ -22,7 +22,7 @@ from daemon.model.events import (
     clip_luma_and_labels,
     contact_labels,
     family_of,
-    raised,
+    moved,
 )
 from daemon.model.network import build_network
 from daemon.model.train_default import _load_optimiser_state, _optimiser, _widened
@@ -77,14 +77,14 @@ def test_channels_see_a_picture_and_its_mirror_image_alike():
 
 def test_a_raised_picture_moves_up_and_left_repeating_its_bottom_row_and_right_column():
     luma = torch.arange(2 * 5 * 3, dtype=torch.float32).view(2, 5, 3)
-    assert torch.equal(raised(luma, 0), luma)
-    up = raised(luma, 2)
+    assert torch.equal(moved(luma, 0), luma)
+    up = moved(luma, 2)
     assert up.shape == luma.shape
     assert torch.equal(up[:, :3], luma[:, 2:])
     assert torch.equal(up[:, 3], luma[:, 4]) and torch.equal(up[:, 4], luma[:, 4])
-    left = raised(luma, 0, 1)
+    left = moved(luma, 0, 1)
     assert torch.equal(left[..., :2], luma[..., 1:]) and torch.equal(left[..., 2], luma[..., 2])
-    assert torch.equal(raised(luma, 2, 1), raised(raised(luma, 2), 0, 1))
+    assert torch.equal(moved(luma, 2, 1), moved(moved(luma, 2), 0, 1))
 
 
 @pytest.mark.parametrize("blocks", [2, 3])
@@ -100,8 +100,8 @@ def test_a_frame_is_judged_from_its_context_in_time_and_nothing_further(blocks):
                            (judged - reach - 1, False), (judged + reach, False)):
         changed = luma.clone()
         changed[0, frame] = torch.rand(72, 128)
-        moved = (detector(changed)[0, judged] - before).abs().max().item()
-        assert (moved > 1e-6) == reached, frame
+        change = (detector(changed)[0, judged] - before).abs().max().item()
+        assert (change > 1e-6) == reached, frame
 
 
 def test_weights_round_trip_and_other_families_are_refused(tmp_path):
@@ -226,6 +226,9 @@ def test_training_entry_point_writes_a_detector_that_loads(tmp_path):
                               {"steps": 1, "clips": 3, "lr": 1e-3, "augment": True, "shift": True}]
     trained, start = EventDetector.load(further).state_dict(), EventDetector.load(out).state_dict()
     assert any(not torch.equal(trained[k], start[k]) for k in start)  # it went on from there
+    with pytest.raises(SystemExit):  # a shift of clips that are not augmented is refused
+        main(["train", "--out", str(tmp_path / "x.safetensors"), "--shift"])
+    assert not (tmp_path / "x.safetensors").exists()
 
 
 def test_augmented_clips_are_the_clips_mirrored_or_not_with_their_contrast_scaled():
@@ -252,10 +255,10 @@ def test_shifted_clips_are_the_augmented_clips_moved_by_up_to_three_pixels_each_
 
     luma = torch.rand(64, 3, 8, 12)
     plain = _augmented(luma, torch.Generator().manual_seed(0))
-    moved = _augmented(luma, torch.Generator().manual_seed(0), shift=True)
+    shifted = _augmented(luma, torch.Generator().manual_seed(0), shift=True)
     offsets = []
-    for seen, clip in zip(moved, plain, strict=True):
-        found = [(r, c) for r in range(4) for c in range(4) if torch.equal(seen, raised(clip, r, c))]
+    for seen, clip in zip(shifted, plain, strict=True):
+        found = [(r, c) for r in range(4) for c in range(4) if torch.equal(seen, moved(clip, r, c))]
         assert found, "a clip came out as no shift of itself"
         offsets.append(found[0])
     assert len(set(offsets)) > 8  # the 16 phases of the grid, not one

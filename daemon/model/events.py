@@ -57,7 +57,7 @@ DETECTOR_SEEDS = range(500_000, 600_000)
 model's own training clips (0..~10 000) and the audio classifier's (600 000..)."""
 
 
-def raised(luma: torch.Tensor, rows: int, cols: int = 0) -> torch.Tensor:
+def moved(luma: torch.Tensor, rows: int, cols: int = 0) -> torch.Tensor:
     """(..., H, W) pictures moved up by `rows` rows and left by `cols` columns, the bottom row
     and the right column repeated into the space they leave."""
     if rows:
@@ -241,7 +241,7 @@ def _augmented(luma: torch.Tensor, generator: torch.Generator, shift: bool = Fal
     its contrast about its mean scaled by 0.7..1.3: a contact is one whichever way round and
     however lit. (The third build, trained without, fitted its 1,600 clips to a loss of 0.002-0.007
     with held-out footsteps at AP 0.79, and training it further on 3,200 clips did not move that.)
-    With `shift`, each clip is also moved by 0-3 rows and 0-3 columns (`raised`), so that it is
+    With `shift`, each clip is also moved by 0-3 rows and 0-3 columns (`moved`), so that it is
     seen at every phase of the detector's 4-pixel grid (the fifth build: held-out footsteps AP
     0.839 -> 0.861 from both sides at one height)."""
     b = luma.shape[0]
@@ -253,7 +253,7 @@ def _augmented(luma: torch.Tensor, generator: torch.Generator, shift: bool = Fal
     if shift:
         rows = torch.randint(0, 4, (b,), generator=generator).tolist()
         cols = torch.randint(0, 4, (b,), generator=generator).tolist()
-        luma = torch.stack([raised(clip, r, c) for clip, r, c in zip(luma, rows, cols, strict=True)])
+        luma = torch.stack([moved(clip, r, c) for clip, r, c in zip(luma, rows, cols, strict=True)])
     return luma
 
 
@@ -335,6 +335,8 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--shift", action="store_true",
                      help="with --augment, also move each clip by 0-3 rows and columns")
     args = parser.parse_args(argv)
+    if args.shift and not args.augment:
+        parser.error("--shift moves the augmented clips: give --augment too")
     torch.set_num_threads(args.threads)
     train(args.out, args.clips, args.test_clips, args.steps, args.workers, init=args.init, lr=args.lr,
           width=args.width, blocks=args.blocks, augment=args.augment, shift=args.shift)
