@@ -48,6 +48,19 @@ def test_cached_results_cannot_be_changed_by_the_caller(encoder):
     assert bool(again.tokens.abs().sum() > 0)
 
 
+def test_a_batch_keeps_its_prompts_when_the_cache_makes_room():
+    small = MiniLMText(cache_size=3)
+    old = small.encode(["a door slams"]).tokens[0]
+    small.encode(["rain", "wind"])
+    # "a door slams" is the oldest entry; the new prompts beside it must not evict it first.
+    batch = small.encode(["a door slams", "fire crackles", "ocean waves", "city hum"])
+    torch.testing.assert_close(batch.tokens[0], old)
+    # A batch larger than the cache is still answered whole, and the cache keeps its size.
+    many = [f"{n} footsteps on gravel" for n in range(5)]
+    assert small.encode(many).tokens.shape == (5, 32, 384)
+    assert len(small._cache) == 3
+
+
 def test_long_prompts_are_cut_with_a_warning(encoder, caplog):
     long_prompt = " ".join(["a heavy wooden door slams shut in an empty hall"] * 6)
     with caplog.at_level(logging.WARNING, logger="daemon.model.text"):

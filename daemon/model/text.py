@@ -154,16 +154,20 @@ class MiniLMText:
     def encode(self, prompts: Sequence[str]) -> TextFeatures:
         prompts = [p if isinstance(p, str) else str(p) for p in prompts]
         with self._lock:
-            missing = list(dict.fromkeys(p for p in prompts if p not in self._cache))
+            # This call's results are gathered before the cache makes room, so that a batch
+            # whose prompts were cached long ago, or that holds more of them than the cache
+            # does, cannot lose its own prompts to the eviction.
+            found = {p: self._cache[p] for p in prompts if p in self._cache}
+            missing = [p for p in dict.fromkeys(prompts) if p not in found]
             if missing:
-                for prompt, states, pooled in zip(missing, *self._run(missing), strict=True):
-                    self._cache[prompt] = (states, pooled)
-                    while len(self._cache) > self._cache_size:
-                        self._cache.popitem(last=False)
-            for p in prompts:
+                found.update(zip(missing, zip(*self._run(missing), strict=True), strict=True))
+            for p in dict.fromkeys(prompts):
+                self._cache[p] = found[p]
                 self._cache.move_to_end(p)
-            tokens = torch.stack([self._cache[p][0] for p in prompts])
-            pooled = torch.stack([self._cache[p][1] for p in prompts])
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+            tokens = torch.stack([found[p][0] for p in prompts])
+            pooled = torch.stack([found[p][1] for p in prompts])
         return TextFeatures(tokens=tokens.clone(), pooled=pooled.clone())
 
     def _run(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
