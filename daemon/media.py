@@ -57,7 +57,8 @@ class DecodedFrames:
     frame_duration: Fraction
     """Nominal duration of one frame (1 / frame rate), for the last frame's display end."""
     detail: np.ndarray | None = None
-    """When asked for: each frame's luminance at twice the size, (F, 2H, 2W) uint8."""
+    """When asked for: each frame at twice the size, (F, 2H, 2W, 3) uint8 RGB (what the contact
+    detector looks at)."""
 
     def shown_at(self, media_time: Fraction) -> int:
         """Index of the frame on screen at `media_time` (the last one that started by then)."""
@@ -93,9 +94,8 @@ class FrameShrinker:
         return _turn(small.to_ndarray(), turns)
 
     def with_detail(self, frame: av.VideoFrame) -> tuple[np.ndarray, np.ndarray]:
-        """The frame at `size` and its luminance at twice that size, from one scaling: the
-        small picture is the 2x2 means of the large one (what the area scaler would give, to
-        the rounding)."""
+        """The frame at `size` and at twice that size, from one scaling: the small picture is
+        the 2x2 means of the large one (what the area scaler would give, to the rounding)."""
         width, height = self.size
         turns = _quarter_turns(frame)
         if turns % 2:
@@ -104,7 +104,7 @@ class FrameShrinker:
             frame, width=2 * width, height=2 * height, format="rgb24", interpolation="AREA", threads=1
         ).to_ndarray()
         large = _turn(large, turns)
-        return halve(large), luminance(large)
+        return halve(large), large
 
 
 def _quarter_turns(frame: av.VideoFrame) -> int:
@@ -249,7 +249,7 @@ def decode_range(
     detail: bool = False,
 ) -> DecodedFrames:
     """Decode the frames shown during media time [start, end] of `segment.media` at `size`
-    (and, with `detail`, their luminance at twice that size).
+    (and, with `detail`, at twice that size too).
 
     Seeks to the keyframe before `start` and decodes forward; stops at the first frame that
     starts after `end`. Raises MediaError when the file is unreadable or the range lies outside
@@ -302,7 +302,7 @@ def decode_range(
     times = [t for t, _ in frames]
     if detail:
         images = np.stack([small for _, (small, _) in frames])
-        large = np.stack([luma for _, (_, luma) in frames])
+        large = np.stack([twice for _, (_, twice) in frames])
         return DecodedFrames(times, images, frame_duration, detail=large)
     images = np.stack([image for _, image in frames])
     return DecodedFrames(times=times, images=images, frame_duration=frame_duration)

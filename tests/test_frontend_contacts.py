@@ -75,6 +75,44 @@ def test_channels_see_a_picture_and_its_mirror_image_alike():
     assert not np.allclose(views[0], views[1], atol=1e-3)
 
 
+def test_a_colour_picture_is_read_plane_by_plane_keeping_the_surest():
+    detector = _detector()
+    rgb = np.random.default_rng(5).integers(0, 256, (20, 72, 128, 3), dtype=np.uint8)
+    shown = np.arange(len(rgb))
+    channels = detector.features(rgb, shown)
+    planes = np.stack([detector.features(np.ascontiguousarray(rgb[..., c]), shown)
+                       for c in range(3)])
+    np.testing.assert_allclose(channels, planes.max(0), atol=1e-5)
+    assert not np.allclose(planes[0], planes[1], atol=1e-3)
+    # Chunks join exactly in colour too; two planes or a wrong size are refused.
+    np.testing.assert_allclose(detector.features(rgb, shown, chunk=6), channels, atol=1e-5)
+    with pytest.raises(ValueError, match="RGB or luminance, not 128x72 x 2"):
+        detector.features(rgb[..., :2], shown)
+
+
+def test_a_figure_as_bright_as_its_ground_is_seen_in_its_colour_planes():
+    """A pale walker on sand (world seed 1700084): in luminance the detector all but misses
+    every step; in the colour planes it finds them."""
+    from daemon.model.events import DETECTOR_FILE
+    from daemon.model.world import EVAL_SYNC, generate_clip
+
+    weights = Path(__file__).resolve().parents[1] / "daemon" / "model" / "weights"
+    detector = EventDetector.load(weights / DETECTOR_FILE)
+    clip = generate_clip(1700084, EVAL_SYNC)
+    steps = [e.frame for e in clip.events if e.cls.startswith("footsteps")]
+    shown = np.arange(len(clip.frames))
+    k = FAMILIES.index("footsteps")
+
+    def near(channel: np.ndarray) -> np.ndarray:  # each step's surest frame, a frame either side
+        return np.array([channel[max(0, f - 1):f + 2].max() for f in steps])
+
+    grey = detector.features(luminance(clip.frames), shown)[:, k]
+    colour = detector.features(clip.frames, shown)[:, k]
+    assert len(steps) >= 10
+    assert (near(grey) < 1.0).mean() > 0.8  # a probability under 1/4 at most steps
+    assert (near(colour) >= 2.0).mean() > 0.8
+
+
 def test_a_raised_picture_moves_up_and_left_repeating_its_bottom_row_and_right_column():
     luma = torch.arange(2 * 5 * 3, dtype=torch.float32).view(2, 5, 3)
     assert torch.equal(moved(luma, 0), luma)
@@ -110,7 +148,7 @@ def test_weights_round_trip_and_other_families_are_refused(tmp_path):
     loaded = EventDetector.load(tmp_path / DETECTOR_FILE)
     images, shown = _detail(12), np.arange(12)
     np.testing.assert_array_equal(loaded.features(images, shown), detector.features(images, shown))
-    with pytest.raises(ValueError, match="looks at 128x72 luminance, not 64x36"):
+    with pytest.raises(ValueError, match="looks at 128x72 RGB or luminance, not 64x36"):
         loaded.features(images[:, ::2, ::2], shown)
     # A wider, deeper build says so in its file and comes back as itself.
     torch.manual_seed(5)
@@ -146,19 +184,19 @@ def test_contact_channels_follow_the_plain_sync_features(tmp_path):
     torch.testing.assert_close(with_contacts.clip, plain.clip)
 
 
-def test_detail_is_the_luminance_at_twice_the_size_from_files_as_in_memory(tmp_path):
+def test_detail_is_the_picture_at_twice_the_size_from_files_as_in_memory(tmp_path):
     frames = moving_box_frames(30, (256, 144))
     pattern = write_image_sequence(tmp_path / "seq", frames, start_number=0)
     from_files = Picture.from_segments([Segment(pattern, 0.0, 1.0, image_rate=25)], detail=True)
     in_memory = Picture.from_frames(frames[:25], 25, detail=True)
-    assert from_files.detail.shape == (26, 72, 128) and from_files.detail.dtype == np.uint8
+    assert from_files.detail.shape == (26, 72, 128, 3) and from_files.detail.dtype == np.uint8
     np.testing.assert_array_equal(from_files.detail[:25], in_memory.detail)
     np.testing.assert_array_equal(from_files.images[:25], in_memory.images)
-    # The picture is the detail's 2x2 means; the detail its luminance.
+    # The picture is the detail's 2x2 means.
     twice = np.stack([FrameShrinker((128, 72))(av.VideoFrame.from_ndarray(f, format="rgb24"))
                       for f in frames[:25]])
     np.testing.assert_array_equal(in_memory.images, halve(twice))
-    np.testing.assert_array_equal(in_memory.detail, luminance(twice))
+    np.testing.assert_array_equal(in_memory.detail, twice)
     assert Picture.from_frames(frames[:5], 25).detail is None
 
 

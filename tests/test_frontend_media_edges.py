@@ -93,7 +93,8 @@ def test_rotated_phone_video_is_seen_as_displayed(tmp_path, matrix, corner):
         assert image[rows, cols] > 200
         assert image[-1 - rows, -1 - cols] < 100 and image[rows, -1 - cols] < 100
         if detail:
-            assert decoded.detail[0].shape == (72, 128) and decoded.detail[0][2 * rows, 2 * cols] > 200
+            assert decoded.detail[0].shape == (72, 128, 3)
+            assert decoded.detail[0][2 * rows, 2 * cols, 0] > 200
 
 
 @pytest.mark.parametrize(

@@ -123,22 +123,30 @@ class EventDetector(nn.Module):
 
     @torch.no_grad()
     def features(self, detail: np.ndarray, shown: np.ndarray, chunk: int = 256) -> np.ndarray:
-        """Sync channels of the frames `detail[shown]` ((N, 72, 128) uint8 luminance, one index
-        per output frame) -> (T, len(FAMILIES)) float32: SCALE x the probability of a contact
-        on each frame, a chunk of frames at a time, so long pictures stay small.
+        """Sync channels of the frames `detail[shown]` ((N, 72, 128, 3) uint8 RGB, or (N, 72,
+        128) uint8 luminance; one index per output frame) -> (T, len(FAMILIES)) float32: SCALE
+        x the probability of a contact on each frame, a chunk of frames at a time, so long
+        pictures stay small.
 
         The probability is the mean of the picture's and its mirror image's (`probabilities`):
-        a contact is one whichever way round it is seen."""
-        if detail.shape[1:] != self.input_size[::-1]:
+        a contact is one whichever way round it is seen. A colour picture is read one colour
+        plane at a time, each as a picture of its own, and each frame keeps the surest of the
+        three: the detector was trained on luminance, where a figure whose colour is as bright
+        as the ground behind it (a pale walker on sand, a red one on blue) all but disappears,
+        and in one of its colour planes it stands out."""
+        planes = detail.shape[3] if detail.ndim == 4 else 0
+        if detail.shape[1:3] != self.input_size[::-1] or planes not in (0, 3):
+            got = f"{detail.shape[2]}x{detail.shape[1]}" + (f" x {planes}" if detail.ndim == 4 else "")
             raise ValueError(f"the contact detector looks at {self.input_size[0]}x{self.input_size[1]} "
-                             f"luminance, not {detail.shape[2]}x{detail.shape[1]}")
+                             f"RGB or luminance, not {got}")
         parts = []
         for start in range(0, len(shown), chunk):
             # Each chunk carries its context's neighbours so the seams are exact.
             lo = max(0, start - self.context)
             hi = min(len(shown), start + chunk + self.context)
-            luma = torch.from_numpy(detail[shown[lo:hi]]).float() / 255.0
-            chance = self.probabilities(luma[None])[0]
+            pictures = torch.from_numpy(detail[shown[lo:hi]]).float() / 255.0
+            views = pictures.permute(3, 0, 1, 2) if planes else pictures[None]
+            chance = self.probabilities(views).amax(0)
             parts.append(chance[start - lo:start - lo + min(chunk, len(shown) - start)])
         return (SCALE * torch.cat(parts)).numpy().astype(np.float32)
 
@@ -187,6 +195,7 @@ def clip_luma_and_labels(seed: int, compress: bool | None = None) -> tuple[np.nd
     """One world clip as the detector sees it: (T, 72, 128) uint8 luminance of its frames
     (through H.264 at crf 20-29 for half of the seeds when `compress` is None, as footage is)
     and (T, families) 0/1 contact labels."""
+    from daemon.media import luminance
     from daemon.model.visual import Picture
     from daemon.model.world import compress_frames, generate_clip
 
@@ -196,7 +205,7 @@ def clip_luma_and_labels(seed: int, compress: bool | None = None) -> tuple[np.nd
         frames = compress_frames(clip.frames, clip.fps, crf=int(rng.integers(20, 30)))
     else:
         frames = clip.frames
-    luma = Picture.from_frames(frames, clip.fps, detail=True).detail
+    luma = luminance(Picture.from_frames(frames, clip.fps, detail=True).detail)
     return luma, contact_labels(clip.events, len(luma))
 
 

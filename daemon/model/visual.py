@@ -59,7 +59,6 @@ from daemon.media import (
     decode_range,
     frame_rate,
     halve,
-    luminance,
     to_fraction,
 )
 
@@ -129,15 +128,15 @@ class Picture:
     def __init__(self, pieces: list[_Piece], images: np.ndarray, detail: np.ndarray | None = None) -> None:
         self.pieces = pieces
         self.images = images  # (F, H, W, 3) uint8, all pieces' frames concatenated
-        self.detail = detail  # (F, 2H, 2W) uint8 luminance of the same frames, when asked for
+        self.detail = detail  # (F, 2H, 2W, 3) uint8 RGB of the same frames, when asked for
         self.duration = sum((p.duration for p in pieces), Fraction(0))
 
     @classmethod
     def from_segments(
         cls, segments: Sequence[Segment], size: tuple[int, int] = PICTURE_SIZE, detail: bool = False
     ) -> Picture:
-        """The segments' picture at `size`; with `detail`, also its luminance at twice the
-        size (one scaling makes both)."""
+        """The segments' picture at `size`; with `detail`, also at twice the size (one scaling
+        makes both)."""
         if not segments:
             raise MediaError("a request needs at least one segment of picture")
         pieces, offset, first = [], Fraction(0), 0
@@ -188,7 +187,7 @@ class Picture:
             twice = (2 * size[0], 2 * size[1])
             shrink = FrameShrinker(twice)
             rgb = np.stack([_shrink(image, twice, shrink) for image in frames])
-            small, large = halve(rgb), luminance(rgb)
+            small, large = halve(rgb), rgb
         else:
             shrink = FrameShrinker(size)
             small = np.stack([_shrink(image, size, shrink) for image in frames])
