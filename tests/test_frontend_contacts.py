@@ -113,6 +113,46 @@ def test_a_figure_as_bright_as_its_ground_is_seen_in_its_colour_planes():
     assert (near(colour) >= 1.2).all() and near(colour).mean() > 1.4
 
 
+def test_a_detector_made_of_colour_computes_on_rgb_what_it_did_on_luminance():
+    from daemon.media import BT709
+
+    detector = _detector()
+    coloured = detector.coloured()
+    assert coloured.planes == 3 and detector.planes == 1
+    rgb = torch.rand(1, 24, 3, 72, 128)
+    grey = (rgb * torch.from_numpy(BT709).view(1, 1, 3, 1, 1)).sum(2)
+    torch.testing.assert_close(coloured.probabilities(rgb), detector.probabilities(grey),
+                               atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="already looks at colour"):
+        coloured.coloured()
+    # It reads the picture's detail in colour as one picture, and refuses luminance.
+    detail = (rgb[0].permute(0, 2, 3, 1) * 255).round().to(torch.uint8).numpy()
+    shown = np.arange(len(detail))
+    expected = 4.0 * coloured.probabilities(torch.from_numpy(detail).float().permute(0, 3, 1, 2)[None]
+                                            / 255.0)[0].numpy()
+    np.testing.assert_allclose(coloured.features(detail, shown), expected, atol=1e-5)
+    np.testing.assert_allclose(coloured.features(detail, shown, chunk=5), expected, atol=1e-5)
+    with pytest.raises(ValueError, match="looks at RGB"):
+        coloured.features(detail[..., 0], shown)
+
+
+def test_colour_training_augments_by_shuffling_the_planes():
+    from daemon.model.events import _augmented
+
+    # Flat planes of three levels: mirroring leaves them, re-lighting keeps their order, so
+    # the order they come out in is the shuffle.
+    levels = torch.tensor([0.4, 0.5, 0.6])
+    clips = levels.view(1, 1, 3, 1, 1).expand(8, 10, 3, 72, 128).clone()
+    out = _augmented(clips, torch.Generator().manual_seed(1))
+    assert out.shape == clips.shape
+    orders = {tuple(torch.argsort(seen[0, :, 0, 0]).tolist()) for seen in out}
+    assert orders <= {(0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0)}
+    assert len(orders) > 2  # not one fixed order
+    for seen in out:  # each plane flat still, and the middle level stays in the middle
+        assert torch.allclose(seen, seen[:, :, :1, :1].expand_as(seen))
+        assert abs(float(seen[0, :, 0, 0].sort().values[1]) - 0.5) < 1e-6
+
+
 def test_a_raised_picture_moves_up_and_left_repeating_its_bottom_row_and_right_column():
     luma = torch.arange(2 * 5 * 3, dtype=torch.float32).view(2, 5, 3)
     assert torch.equal(moved(luma, 0), luma)
@@ -267,6 +307,20 @@ def test_training_entry_point_writes_a_detector_that_loads(tmp_path):
     with pytest.raises(SystemExit):  # a shift of clips that are not augmented is refused
         main(["train", "--out", str(tmp_path / "x.safetensors"), "--shift"])
     assert not (tmp_path / "x.safetensors").exists()
+
+    # In colour: the detector of luminance goes on as one of RGB, and says so.
+    coloured = tmp_path / "colour.safetensors"
+    main(["train", "--out", str(coloured), "--init", str(out), "--lr", "1e-3", "--clips", "2",
+          "--test-clips", "2", "--steps", "1", "--workers", "1", "--threads", "1", "--augment",
+          "--colour"])
+    with safe_open(str(coloured), "pt") as f:
+        assert f.metadata()["planes"] == "3"
+        meta = json.loads(f.metadata()["meta"])
+    assert meta["stages"][-1] == {"steps": 1, "clips": 2, "lr": 1e-3, "augment": True, "colour": True}
+    detector = EventDetector.load(coloured)
+    assert detector.planes == 3
+    rgb = np.random.default_rng(6).integers(0, 256, (10, 72, 128, 3), dtype=np.uint8)
+    assert detector.features(rgb, np.arange(10)).shape == (10, 4)
 
 
 def test_augmented_clips_are_the_clips_mirrored_or_not_with_their_contrast_scaled():

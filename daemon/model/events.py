@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from functools import partial
 from multiprocessing import Pool
 from pathlib import Path
 
@@ -80,7 +81,8 @@ def family_of(cls: str) -> str | None:
 
 
 class EventDetector(nn.Module):
-    """(B, T, 72, 128) luminance in [0, 1] -> (B, T, len(FAMILIES)) contact logits.
+    """(B, T, 72, 128) luminance, or (B, T, 3, 72, 128) RGB for a detector of three `planes`,
+    in [0, 1] -> (B, T, len(FAMILIES)) contact logits.
 
     Each frame first on its own: its levels and its change from the frame before, through two
     convolutions that each halve the size (to 32x18, `width` channels). Then time: `blocks`
@@ -91,13 +93,15 @@ class EventDetector(nn.Module):
 
     input_size = (128, 72)  # width, height: `Picture.detail` of a 64x36 picture
 
-    def __init__(self, width: int = 24, blocks: int = 2) -> None:
+    def __init__(self, width: int = 24, blocks: int = 2, planes: int = 1) -> None:
         super().__init__()
-        self.width, self.blocks = width, blocks
+        if planes not in (1, 3):
+            raise ValueError(f"a detector looks at luminance (1 plane) or RGB (3), not {planes} planes")
+        self.width, self.blocks, self.planes = width, blocks, planes
         self.context = (blocks + 1) * REACH + 1
         """Frames each side that an output frame depends on."""
         self.frame = nn.Sequential(
-            nn.Conv2d(2, 16, 4, padding=1, stride=2), nn.GELU(),
+            nn.Conv2d(2 * planes, 16, 4, padding=1, stride=2), nn.GELU(),
             nn.Conv2d(16, width, 3, padding=1, stride=2), nn.GELU(),
         )
         self.space = nn.ModuleList(nn.Conv3d(width, width, (1, 3, 3), padding=(0, 1, 1))
@@ -107,13 +111,17 @@ class EventDetector(nn.Module):
         self.head = nn.Conv1d(2 * width, len(FAMILIES), 2 * REACH + 1, padding=REACH)
         self.outputs = len(FAMILIES)
 
-    def forward(self, luma: torch.Tensor) -> torch.Tensor:
-        b, t, h, w = luma.shape
+    def forward(self, pictures: torch.Tensor) -> torch.Tensor:
+        if pictures.dim() == 4:  # (B, T, H, W): one plane
+            pictures = pictures[:, :, None]
+        b, t, planes, h, w = pictures.shape
+        if planes != self.planes:
+            raise ValueError(f"this detector looks at {self.planes} planes, not {planes}")
         # Levels relative to each frame's mean (exposure and flashes aside), and the change from
-        # the frame before at a scale where a small movement is about 1.
-        levels = luma - luma.mean(dim=(2, 3), keepdim=True)
+        # the frame before at a scale where a small movement is about 1, for each plane.
+        levels = pictures - pictures.mean(dim=(3, 4), keepdim=True)
         changes = 10.0 * torch.diff(levels, dim=1, prepend=levels[:, :1])
-        x = self.frame(torch.stack([levels, changes], dim=2).reshape(b * t, 2, h, w))
+        x = self.frame(torch.cat([levels, changes], dim=2).reshape(b * t, 2 * planes, h, w))
         x = x.reshape(b, t, *x.shape[1:]).transpose(1, 2)  # (B, C, T, h, w)
         for space, time_ in zip(self.space, self.time, strict=True):
             x = x + time_(F.gelu(space(x)))
@@ -137,6 +145,9 @@ class EventDetector(nn.Module):
         mean found a few more steps but doubled the detector's stray readings between them, and
         the network made sounds of those: model card, "The detector reads colour".)"""
         planes = detail.shape[3] if detail.ndim == 4 else 0
+        if self.planes == 3 and planes != 3:
+            raise ValueError("this contact detector looks at RGB: give it the picture's detail in "
+                             "colour, (N, 72, 128, 3)")
         if detail.shape[1:3] != self.input_size[::-1] or planes not in (0, 3):
             got = f"{detail.shape[2]}x{detail.shape[1]}" + (f" x {planes}" if detail.ndim == 4 else "")
             raise ValueError(f"the contact detector looks at {self.input_size[0]}x{self.input_size[1]} "
@@ -147,13 +158,17 @@ class EventDetector(nn.Module):
             lo = max(0, start - self.context)
             hi = min(len(shown), start + chunk + self.context)
             pictures = torch.from_numpy(detail[shown[lo:hi]]).float() / 255.0
-            views = pictures.permute(3, 0, 1, 2) if planes else pictures[None]
-            chance = self.probabilities(views).mean(0)
+            if self.planes == 3:  # one picture of three planes
+                chance = self.probabilities(pictures.permute(0, 3, 1, 2)[None])[0]
+            else:  # each plane a picture of its own
+                views = pictures.permute(3, 0, 1, 2) if planes else pictures[None]
+                chance = self.probabilities(views).mean(0)
             parts.append(chance[start - lo:start - lo + min(chunk, len(shown) - start)])
         return (SCALE * torch.cat(parts)).numpy().astype(np.float32)
 
     def probabilities(self, luma: torch.Tensor) -> torch.Tensor:
-        """(B, T, 72, 128) luminance in [0, 1] -> (B, T, len(FAMILIES)) probabilities of a
+        """(B, T, 72, 128) luminance (or (B, T, 3, 72, 128) RGB) in [0, 1] -> (B, T,
+        len(FAMILIES)) probabilities of a
         contact: the mean of what the detector says of the picture and of its mirror image. A
         contact is one whichever way round it is seen (the fourth build was trained on mirrored
         clips, so a door closing from the right is as familiar as one closing from the left),
@@ -167,6 +182,7 @@ class EventDetector(nn.Module):
         width, height = self.input_size
         save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(path),
                   metadata={"families": ",".join(FAMILIES), "input": f"{width}x{height}",
+                            "planes": str(self.planes),
                             "width": str(self.width), "blocks": str(self.blocks),
                             "meta": json.dumps(meta)})
 
@@ -180,7 +196,8 @@ class EventDetector(nn.Module):
         if metadata.get("input", "64x36") != size:
             raise ValueError(f"{path} looks at {metadata.get('input', '64x36')} pictures, this build "
                              f"at {size}: retrain it (python -m daemon.model.events train)")
-        detector = cls(int(metadata.get("width", 24)), int(metadata.get("blocks", 2)))
+        detector = cls(int(metadata.get("width", 24)), int(metadata.get("blocks", 2)),
+                       int(metadata.get("planes", 1)))
         try:
             detector.load_state_dict(load_file(str(path)))
         except RuntimeError as exc:  # the layers of another build of the detector
@@ -189,12 +206,30 @@ class EventDetector(nn.Module):
         return detector.eval().requires_grad_(False)
 
 
+    def coloured(self) -> EventDetector:
+        """A detector of RGB that computes on a colour picture what this one computes on its
+        luminance (BT.709 weights on its first layer), to be trained further in colour."""
+        from daemon.media import BT709
+
+        if self.planes != 1:
+            raise ValueError("this detector already looks at colour")
+        out = EventDetector(self.width, self.blocks, planes=3)
+        state = dict(self.state_dict())
+        first = state["frame.0.weight"]  # (16, 2, k, k): levels, changes
+        weights = torch.from_numpy(BT709).view(1, 3, 1, 1)
+        state["frame.0.weight"] = torch.cat([first[:, :1] * weights, first[:, 1:] * weights], dim=1)
+        out.load_state_dict(state)
+        return out.eval().requires_grad_(False)
+
+
 # ---------------------------------------------------------------------------------------------
 # Training on the world
 
 
-def clip_luma_and_labels(seed: int, compress: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+def clip_luma_and_labels(seed: int, compress: bool | None = None,
+                         colour: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """One world clip as the detector sees it: (T, 72, 128) uint8 luminance of its frames
+    ((T, 72, 128, 3) RGB with `colour`)
     (through H.264 at crf 20-29 for half of the seeds when `compress` is None, as footage is)
     and (T, families) 0/1 contact labels."""
     from daemon.media import luminance
@@ -207,7 +242,8 @@ def clip_luma_and_labels(seed: int, compress: bool | None = None) -> tuple[np.nd
         frames = compress_frames(clip.frames, clip.fps, crf=int(rng.integers(20, 30)))
     else:
         frames = clip.frames
-    luma = luminance(Picture.from_frames(frames, clip.fps, detail=True).detail)
+    detail = Picture.from_frames(frames, clip.fps, detail=True).detail
+    luma = detail if colour else luminance(detail)
     return luma, contact_labels(clip.events, len(luma))
 
 
@@ -222,9 +258,9 @@ def contact_labels(events, frames: int) -> np.ndarray:
     return labels
 
 
-def _world_set(seeds, workers: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _world_set(seeds, workers: int, colour: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     with Pool(workers) as pool:
-        rows = pool.map(clip_luma_and_labels, list(seeds), chunksize=4)
+        rows = pool.map(partial(clip_luma_and_labels, colour=colour), list(seeds), chunksize=4)
     return (torch.from_numpy(np.stack([luma for luma, _ in rows])),
             torch.from_numpy(np.stack([labels for _, labels in rows])))
 
@@ -237,11 +273,19 @@ def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((precision * hits).sum() / max(1.0, hits.sum()))
 
 
+def _seen(pictures: torch.Tensor) -> torch.Tensor:
+    """(B, T, H, W) luminance or (B, T, H, W, 3) RGB, uint8 -> what the detector takes: floats
+    in [0, 1], colour as (B, T, 3, H, W)."""
+    seen = pictures.float() / 255.0
+    return seen.permute(0, 1, 4, 2, 3) if seen.dim() == 5 else seen
+
+
 def evaluate(detector: EventDetector, luma: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
     """Average precision per family over all frames of the clips, of the probabilities the
-    sync channels carry (both views: `EventDetector.probabilities`)."""
+    sync channels carry (both views: `EventDetector.probabilities`). `luma`: uint8 luminance
+    (N, T, H, W), or RGB (N, T, H, W, 3) for a detector of colour."""
     with torch.no_grad():
-        scores = torch.cat([detector.probabilities(luma[i:i + 1].float() / 255.0)[0]
+        scores = torch.cat([detector.probabilities(_seen(luma[i:i + 1]))[0]
                             for i in range(len(luma))]).numpy()
     truth = labels.reshape(-1, len(FAMILIES)).numpy()
     return {family: round(average_precision(scores[:, k], truth[:, k]), 3)
@@ -249,19 +293,23 @@ def evaluate(detector: EventDetector, luma: torch.Tensor, labels: torch.Tensor) 
 
 
 def _augmented(luma: torch.Tensor, generator: torch.Generator, shift: bool = False) -> torch.Tensor:
-    """(B, T, H, W) luminance in [0, 1], each clip mirrored left to right half of the time and
+    """(B, T, H, W) luminance (or (B, T, 3, H, W) RGB, its colour planes also put in a random
+    order) in [0, 1], each clip mirrored left to right half of the time and
     its contrast about its mean scaled by 0.7..1.3: a contact is one whichever way round and
     however lit. (The third build, trained without, fitted its 1,600 clips to a loss of 0.002-0.007
     with held-out footsteps at AP 0.79, and training it further on 3,200 clips did not move that.)
     With `shift`, each clip is also moved by 0-3 rows and 0-3 columns (`moved`), so that it is
     seen at every phase of the detector's 4-pixel grid (the fourth build trained 3,000 steps so:
     held-out footsteps AP 0.839 -> 0.861; not shipped, see the module's docstring)."""
-    b = luma.shape[0]
+    b, ones = luma.shape[0], [1] * (luma.dim() - 1)
     mirrored = torch.rand(b, generator=generator) < 0.5
-    luma = torch.where(mirrored.view(b, 1, 1, 1), luma.flip(-1), luma)
-    gain = 0.7 + 0.6 * torch.rand(b, 1, 1, 1, generator=generator)
-    mean = luma.mean(dim=(1, 2, 3), keepdim=True)
+    luma = torch.where(mirrored.view(b, *ones), luma.flip(-1), luma)
+    gain = 0.7 + 0.6 * torch.rand(b, *ones, generator=generator)
+    mean = luma.mean(dim=tuple(range(1, luma.dim())), keepdim=True)
     luma = (mean + gain * (luma - mean)).clamp(0.0, 1.0)
+    if luma.dim() == 5:  # (B, T, 3, H, W): the colours shuffled, so no hue is special
+        order = torch.stack([torch.randperm(3, generator=generator) for _ in range(b)])
+        luma = torch.stack([clip[:, plan] for clip, plan in zip(luma, order, strict=True)])
     if shift:
         rows = torch.randint(0, 4, (b,), generator=generator).tolist()
         cols = torch.randint(0, 4, (b,), generator=generator).tolist()
@@ -271,18 +319,22 @@ def _augmented(luma: torch.Tensor, generator: torch.Generator, shift: bool = Fal
 
 def train(out: Path, clips: int, test_clips: int, steps: int, workers: int, log=None,
           init: Path | None = None, lr: float = 2e-3, width: int = 24, blocks: int = 2,
-          augment: bool = False, shift: bool = False) -> dict:
+          augment: bool = False, shift: bool = False, colour: bool = False) -> dict:
     """Train a detector for `steps` steps (a fresh one of `width` channels and `blocks` blocks
     over time, or `init` trained further; the learning rate warms up to `lr` and falls to a
     tenth of it; with `augment`, on mirrored and re-lit clips, and with `shift` too, moved:
-    `_augmented`) and write it to `out`."""
+    `_augmented`; with `colour`, on RGB pictures, a detector of luminance first made one of
+    colour: `EventDetector.coloured`) and write it to `out`."""
     log = log or (lambda message: print(message, flush=True))
     torch.manual_seed(0)
     started = time.time()
-    luma, labels = _world_set(DETECTOR_SEEDS[:clips], workers)
-    test_luma, test_labels = _world_set(range(1_950_000, 1_950_000 + test_clips), workers)
+    luma, labels = _world_set(DETECTOR_SEEDS[:clips], workers, colour)
+    test_luma, test_labels = _world_set(range(1_950_000, 1_950_000 + test_clips), workers, colour)
     log(f"{clips} training clips, {test_clips} held-out clips made in {time.time() - started:.0f} s")
-    detector = EventDetector.load(init).train().requires_grad_(True) if init else EventDetector(width, blocks)
+    detector = EventDetector.load(init) if init else EventDetector(width, blocks, 3 if colour else 1)
+    if colour and detector.planes == 1:
+        detector = detector.coloured()
+    detector.train().requires_grad_(True)
     before = json.loads(file_metadata(init).get("meta", "{}")) if init else {}
     optimiser = torch.optim.AdamW(detector.parameters(), lr, weight_decay=1e-2)
     warmup = max(1, steps // 20)
@@ -295,7 +347,7 @@ def train(out: Path, clips: int, test_clips: int, steps: int, workers: int, log=
     for step in range(1, steps + 1):
         pick = torch.randint(len(luma), (batch,), generator=generator)
         start = int(torch.randint(0, luma.shape[1] - span + 1, (1,), generator=generator))
-        seen = luma[pick, start:start + span].float() / 255.0
+        seen = _seen(luma[pick, start:start + span])
         logits = detector(_augmented(seen, generator, shift) if augment else seen)
         losses = F.binary_cross_entropy_with_logits(logits, labels[pick, start:start + span],
                                                     pos_weight=pos_weight, reduction="none")
@@ -321,7 +373,8 @@ def train(out: Path, clips: int, test_clips: int, steps: int, workers: int, log=
     if init:
         meta["stages"] = [*before.get("stages", [{k: before[k] for k in ("steps", "clips") if k in before}]),
                           {"steps": steps, "clips": clips, "lr": lr, **({"augment": True} if augment else {}),
-                           **({"shift": True} if augment and shift else {})}]
+                           **({"shift": True} if augment and shift else {}),
+                           **({"colour": True} if colour else {})}]
     detector.save(out, meta)
     log(f"wrote {out}: {meta}")
     return meta
@@ -346,12 +399,16 @@ def main(argv: list[str] | None = None) -> None:
                      help="mirror half the training clips and vary their contrast")
     run.add_argument("--shift", action="store_true",
                      help="with --augment, also move each clip by 0-3 rows and columns")
+    run.add_argument("--colour", action="store_true",
+                     help="look at RGB, not luminance (a detector of luminance given to --init "
+                          "starts as the same detector of colour)")
     args = parser.parse_args(argv)
     if args.shift and not args.augment:
         parser.error("--shift moves the augmented clips: give --augment too")
     torch.set_num_threads(args.threads)
     train(args.out, args.clips, args.test_clips, args.steps, args.workers, init=args.init, lr=args.lr,
-          width=args.width, blocks=args.blocks, augment=args.augment, shift=args.shift)
+          width=args.width, blocks=args.blocks, augment=args.augment, shift=args.shift,
+          colour=args.colour)
 
 
 if __name__ == "__main__":
