@@ -16,9 +16,8 @@ Prints one table. Rows:
   time; goal >= 10x.
 - sampling 8 s alone, prompt: the sampler with the engine's guidance, with and without the
   contact term's branch (`flow.Guidance.contacts`), in one run.
-- contact detector: its part of the picture features for the clip's frames, as the engine
-  reads it (each of the three colour planes from both sides: EventDetector.features), from
-  luminance alone (both sides) and from one side of luminance, in one run.
+- contact detector: its part of the picture features for the clip's frames, read from both
+  sides as the engine reads it (EventDetector.probabilities) and from one side, in one run.
 - Griffin-Lim iterations: decode time of 8 s for 16/32/48/64 iterations.
 
 The machine's load average and OMP_WAIT_POLICY are printed too: on a shared CPU the figures
@@ -48,7 +47,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.timing import median_seconds  # noqa: E402
 from daemon.engine import ClipRequest, Segment  # noqa: E402
-from daemon.media import luminance  # noqa: E402
 from daemon.model import build_network  # noqa: E402
 from daemon.model.checkpoint import save_network  # noqa: E402
 from daemon.model.codec import MelCodec  # noqa: E402
@@ -175,20 +173,15 @@ def main() -> int:
             rows.append((f"decode + {name} 1080p H.264, {what}", f"{best:.2f} s",
                          f"{duration / best:.1f}x real time (goal >= 10x)"))
 
-        # -- the contact detector: three colour planes, both views each (what the engine runs),
-        #    against luminance alone and one view --------------------------------------------
+        # -- the contact detector: both views (what the engine runs) against one ----------------
         detector = getattr(engine.visual, "contacts", None)
         if detector is not None:
             frames = int(round(args.seconds * 25))
-            rgb = np.random.default_rng(0).integers(0, 256, (frames, 72, 128, 3), dtype=np.uint8)
-            detail = luminance(rgb)
+            detail = np.random.default_rng(0).integers(0, 256, (frames, 72, 128), dtype=np.uint8)
             luma = torch.from_numpy(detail).float()[None] / 255.0
             with torch.no_grad():
-                for what, run in (
-                        ("colour planes, both views (shipped)",
-                         lambda: detector.features(rgb, np.arange(frames))),
-                        ("luminance, both views", lambda: detector.features(detail, np.arange(frames))),
-                        ("luminance, one view", lambda: torch.sigmoid(detector(luma)))):
+                for what, run in (("both views (shipped)", lambda: detector.features(detail, np.arange(frames))),
+                                  ("one view", lambda: torch.sigmoid(detector(luma)))):
                     run()
                     rows.append((f"contact detector, {frames} frames at 128x72, {what}",
                                  f"{median_seconds(run, args.repeats):.3f} s", ""))

@@ -75,25 +75,19 @@ def test_channels_see_a_picture_and_its_mirror_image_alike():
     assert not np.allclose(views[0], views[1], atol=1e-3)
 
 
-def test_a_colour_picture_is_read_plane_by_plane_and_the_planes_averaged():
+def test_a_detector_of_luminance_reads_a_colour_pictures_luminance():
     detector = _detector()
     rgb = np.random.default_rng(5).integers(0, 256, (20, 72, 128, 3), dtype=np.uint8)
     shown = np.arange(len(rgb))
-    channels = detector.features(rgb, shown)
-    planes = np.stack([detector.features(np.ascontiguousarray(rgb[..., c]), shown)
-                       for c in range(3)])
-    np.testing.assert_allclose(channels, planes.mean(0), atol=1e-5)
-    assert not np.allclose(planes[0], planes[1], atol=1e-3)
-    # Chunks join exactly in colour too; two planes or a wrong size are refused.
-    np.testing.assert_allclose(detector.features(rgb, shown, chunk=6), channels, atol=1e-5)
+    np.testing.assert_array_equal(detector.features(rgb, shown),
+                                  detector.features(luminance(rgb), shown))
     with pytest.raises(ValueError, match="RGB or luminance, not 128x72 x 2"):
         detector.features(rgb[..., :2], shown)
 
 
-def test_a_figure_as_bright_as_its_ground_is_seen_in_its_colour_planes():
-    """A pale walker on sand (world seed 1700084): in luminance the detector all but misses
-    every step; in the colour planes it finds them."""
-    from daemon.model.events import DETECTOR_FILE
+def test_a_figure_as_bright_as_its_ground_is_lost_in_luminance_and_seen_in_a_colour_plane():
+    """A pale walker on sand (world seed 1700084): the shipped detector of luminance all but
+    misses every step; reading its green plane, it finds them. (Why a detector of colour.)"""
     from daemon.model.world import EVAL_SYNC, generate_clip
 
     weights = Path(__file__).resolve().parents[1] / "daemon" / "model" / "weights"
@@ -106,11 +100,12 @@ def test_a_figure_as_bright_as_its_ground_is_seen_in_its_colour_planes():
     def near(channel: np.ndarray) -> np.ndarray:  # each step's surest frame, a frame either side
         return np.array([channel[max(0, f - 1):f + 2].max() for f in steps])
 
-    grey = detector.features(luminance(clip.frames), shown)[:, k]
-    colour = detector.features(clip.frames, shown)[:, k]
+    grey = detector.features(clip.frames, shown)[:, k]
+    planes = [detector.features(np.ascontiguousarray(clip.frames[..., c]), shown)[:, k]
+              for c in range(3)]
     assert len(steps) >= 10
     assert (near(grey) < 0.25).all()  # a probability under 1/16 at every step
-    assert (near(colour) >= 1.2).all() and near(colour).mean() > 1.4
+    assert max(float(np.median(near(p))) for p in planes) >= 3.0
 
 
 def test_a_detector_made_of_colour_computes_on_rgb_what_it_did_on_luminance():

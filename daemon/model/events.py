@@ -25,6 +25,14 @@ from the flow model's own training clips, and stored next to the network's weigh
 A third run on clips moved by up to three pixels too (`--augment --shift`) raised the held-out
 footsteps AP to 0.861 but not the sync on clips it had not been chosen on; it is not shipped
 (model card, "A fifth build").
+
+A detector of luminance is blind to a figure as bright as the ground behind it (a pale walker
+on sand). `--colour` trains one that looks at RGB (`planes` 3; a detector of luminance given to
+`--init` starts as the same function of RGB, `EventDetector.coloured`, and the colour planes are
+shuffled per clip): 2,500 steps from the shipped build took held-out footsteps AP 0.839 ->
+0.872, but the sync on fresh clips moved within chance (onset F1 0.800 -> 0.807), so it is not
+shipped either (model card, "The detector reads colour"). The picture's detail is RGB, so such a
+build beside the weights is read in colour; the shipped one reads its luminance.
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from daemon.media import luminance
 from daemon.model.checkpoint import file_metadata
 
 FAMILIES = ("impact", "footsteps", "flash", "door")
@@ -137,32 +146,29 @@ class EventDetector(nn.Module):
         pictures stay small.
 
         The probability is the mean of the picture's and its mirror image's (`probabilities`):
-        a contact is one whichever way round it is seen. A colour picture is read one colour
-        plane at a time, each as a picture of its own, and the probability is the mean over the
-        three planes too: the detector was trained on luminance, where a figure whose colour is
-        as bright as the ground behind it (a pale walker on sand, a red one on blue) all but
-        disappears, and in a colour plane it stands out. (The surest plane instead of the
-        mean found a few more steps but doubled the detector's stray readings between them, and
-        the network made sounds of those: model card, "The detector reads colour".)"""
+        a contact is one whichever way round it is seen. A detector of luminance (the shipped
+        one) reads an RGB picture's luminance (`daemon.media.luminance`, as it was trained); a
+        detector of colour (`planes` 3, `events train --colour`) reads RGB. Reading each colour
+        plane with the detector of luminance was tried and not kept (model card, "The
+        detector reads colour")."""
         planes = detail.shape[3] if detail.ndim == 4 else 0
-        if self.planes == 3 and planes != 3:
-            raise ValueError("this contact detector looks at RGB: give it the picture's detail in "
-                             "colour, (N, 72, 128, 3)")
         if detail.shape[1:3] != self.input_size[::-1] or planes not in (0, 3):
             got = f"{detail.shape[2]}x{detail.shape[1]}" + (f" x {planes}" if detail.ndim == 4 else "")
             raise ValueError(f"the contact detector looks at {self.input_size[0]}x{self.input_size[1]} "
                              f"RGB or luminance, not {got}")
+        if self.planes == 3 and planes != 3:
+            raise ValueError("this contact detector looks at RGB: give it the picture's detail in "
+                             "colour, (N, 72, 128, 3)")
+        if self.planes == 1 and planes:
+            detail = luminance(detail)
         parts = []
         for start in range(0, len(shown), chunk):
             # Each chunk carries its context's neighbours so the seams are exact.
             lo = max(0, start - self.context)
             hi = min(len(shown), start + chunk + self.context)
             pictures = torch.from_numpy(detail[shown[lo:hi]]).float() / 255.0
-            if self.planes == 3:  # one picture of three planes
-                chance = self.probabilities(pictures.permute(0, 3, 1, 2)[None])[0]
-            else:  # each plane a picture of its own
-                views = pictures.permute(3, 0, 1, 2) if planes else pictures[None]
-                chance = self.probabilities(views).mean(0)
+            seen = pictures.permute(0, 3, 1, 2) if self.planes == 3 else pictures
+            chance = self.probabilities(seen[None])[0]
             parts.append(chance[start - lo:start - lo + min(chunk, len(shown) - start)])
         return (SCALE * torch.cat(parts)).numpy().astype(np.float32)
 
@@ -232,7 +238,6 @@ def clip_luma_and_labels(seed: int, compress: bool | None = None,
     ((T, 72, 128, 3) RGB with `colour`)
     (through H.264 at crf 20-29 for half of the seeds when `compress` is None, as footage is)
     and (T, families) 0/1 contact labels."""
-    from daemon.media import luminance
     from daemon.model.visual import Picture
     from daemon.model.world import compress_frames, generate_clip
 
