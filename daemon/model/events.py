@@ -31,7 +31,7 @@ on sand). `--colour` trains one that looks at RGB (`planes` 3; a detector of lum
 `--init` starts as the same function of RGB, `EventDetector.coloured`, and the colour planes are
 shuffled per clip): 2,500 steps from the shipped build took held-out footsteps AP 0.839 ->
 0.872, but the sync on fresh clips moved within chance (onset F1 0.800 -> 0.807), so it is not
-shipped either (model card, "The detector reads colour"). The picture's detail is RGB, so such a
+shipped either (model card, "The detector and colour"). The picture's detail is RGB, so such a
 build beside the weights is read in colour; the shipped one reads its luminance.
 """
 
@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from daemon.media import luminance
+from daemon.media import BT709, luminance
 from daemon.model.checkpoint import file_metadata
 
 FAMILIES = ("impact", "footsteps", "flash", "door")
@@ -149,8 +149,8 @@ class EventDetector(nn.Module):
         a contact is one whichever way round it is seen. A detector of luminance (the shipped
         one) reads an RGB picture's luminance (`daemon.media.luminance`, as it was trained); a
         detector of colour (`planes` 3, `events train --colour`) reads RGB. Reading each colour
-        plane with the detector of luminance was tried and not kept (model card, "The
-        detector reads colour")."""
+        plane with the detector of luminance was tried and not kept (model card, "The detector
+        and colour")."""
         planes = detail.shape[3] if detail.ndim == 4 else 0
         if detail.shape[1:3] != self.input_size[::-1] or planes not in (0, 3):
             got = f"{detail.shape[2]}x{detail.shape[1]}" + (f" x {planes}" if detail.ndim == 4 else "")
@@ -215,8 +215,6 @@ class EventDetector(nn.Module):
     def coloured(self) -> EventDetector:
         """A detector of RGB that computes on a colour picture what this one computes on its
         luminance (BT.709 weights on its first layer), to be trained further in colour."""
-        from daemon.media import BT709
-
         if self.planes != 1:
             raise ValueError("this detector already looks at colour")
         out = EventDetector(self.width, self.blocks, planes=3)
