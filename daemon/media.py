@@ -17,6 +17,7 @@ import re
 from bisect import bisect_right
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import partial
 from typing import Any
 
 import av
@@ -57,8 +58,8 @@ class DecodedFrames:
     frame_duration: Fraction
     """Nominal duration of one frame (1 / frame rate), for the last frame's display end."""
     detail: np.ndarray | None = None
-    """When asked for: each frame at twice the size, (F, 2H, 2W, 3) uint8 RGB (what the contact
-    detector looks at)."""
+    """When asked for: each frame at twice the size, what the contact detector looks at: its
+    luminance, (F, 2H, 2W) uint8, or RGB, (F, 2H, 2W, 3) (`detail` 1 or 3 planes)."""
 
     def shown_at(self, media_time: Fraction) -> int:
         """Index of the frame on screen at `media_time` (the last one that started by then)."""
@@ -93,9 +94,10 @@ class FrameShrinker:
         )
         return _turn(small.to_ndarray(), turns)
 
-    def with_detail(self, frame: av.VideoFrame) -> tuple[np.ndarray, np.ndarray]:
-        """The frame at `size` and at twice that size, from one scaling: the small picture is
-        the 2x2 means of the large one (what the area scaler would give, to the rounding)."""
+    def with_detail(self, frame: av.VideoFrame, planes: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """The frame at `size` and at twice that size (its luminance for `planes` 1, RGB for
+        3), from one scaling: the small picture is the 2x2 means of the large one (what the
+        area scaler would give, to the rounding)."""
         width, height = self.size
         turns = _quarter_turns(frame)
         if turns % 2:
@@ -104,7 +106,7 @@ class FrameShrinker:
             frame, width=2 * width, height=2 * height, format="rgb24", interpolation="AREA", threads=1
         ).to_ndarray()
         large = _turn(large, turns)
-        return halve(large), large
+        return halve(large), (large if planes == 3 else luminance(large))
 
 
 def _quarter_turns(frame: av.VideoFrame) -> int:
@@ -246,10 +248,10 @@ def decode_range(
     end: Fraction,
     size: tuple[int, int] = PICTURE_SIZE,
     reader: MediaReader | None = None,
-    detail: bool = False,
+    detail: int = 0,
 ) -> DecodedFrames:
     """Decode the frames shown during media time [start, end] of `segment.media` at `size`
-    (and, with `detail`, at twice that size too).
+    (and, with `detail`, at twice that size too: its luminance for 1 or True, RGB for 3).
 
     Seeks to the keyframe before `start` and decodes forward; stops at the first frame that
     starts after `end`. Raises MediaError when the file is unreadable or the range lies outside
@@ -341,7 +343,7 @@ def _decode_from_seek(
     size: tuple[int, int],
     backoff: Fraction | None,
     frame_duration: Fraction,
-    detail: bool = False,
+    detail: int = 0,
 ) -> list[tuple[Fraction, Any]]:
     time_base = Fraction(stream.time_base)
     origin = stream.start_time or 0
@@ -353,7 +355,7 @@ def _decode_from_seek(
         # lands past the first keyframe in MPEG-TS.
         container.seek(0)
     shrinker = FrameShrinker(size)
-    shrink = shrinker.with_detail if detail else shrinker
+    shrink = partial(shrinker.with_detail, planes=int(detail)) if detail else shrinker
     kept: list[tuple[Fraction, Any]] = []
     for frame in container.decode(stream):
         if frame.pts is None:

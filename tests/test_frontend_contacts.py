@@ -222,17 +222,24 @@ def test_contact_channels_follow_the_plain_sync_features(tmp_path):
 def test_detail_is_the_picture_at_twice_the_size_from_files_as_in_memory(tmp_path):
     frames = moving_box_frames(30, (256, 144))
     pattern = write_image_sequence(tmp_path / "seq", frames, start_number=0)
-    from_files = Picture.from_segments([Segment(pattern, 0.0, 1.0, image_rate=25)], detail=True)
-    in_memory = Picture.from_frames(frames[:25], 25, detail=True)
-    assert from_files.detail.shape == (26, 72, 128, 3) and from_files.detail.dtype == np.uint8
-    np.testing.assert_array_equal(from_files.detail[:25], in_memory.detail)
-    np.testing.assert_array_equal(from_files.images[:25], in_memory.images)
-    # The picture is the detail's 2x2 means.
     twice = np.stack([FrameShrinker((128, 72))(av.VideoFrame.from_ndarray(f, format="rgb24"))
                       for f in frames[:25]])
-    np.testing.assert_array_equal(in_memory.images, halve(twice))
-    np.testing.assert_array_equal(in_memory.detail, twice)
+    # Its luminance (detail 1, or True), or RGB (3): what a detector of that many planes reads.
+    for planes, expected in ((True, luminance(twice)), (3, twice)):
+        from_files = Picture.from_segments([Segment(pattern, 0.0, 1.0, image_rate=25)], detail=planes)
+        in_memory = Picture.from_frames(frames[:25], 25, detail=planes)
+        assert from_files.detail.shape == (26, *expected.shape[1:])
+        assert from_files.detail.dtype == np.uint8
+        np.testing.assert_array_equal(from_files.detail[:25], in_memory.detail)
+        np.testing.assert_array_equal(from_files.images[:25], in_memory.images)
+        # The picture is the detail's 2x2 means.
+        np.testing.assert_array_equal(in_memory.images, halve(twice))
+        np.testing.assert_array_equal(in_memory.detail, expected)
     assert Picture.from_frames(frames[:5], 25).detail is None
+    # The picture features ask for the planes their detector reads.
+    assert MotionFeatures(contacts=_detector())._detail == 1
+    assert MotionFeatures(contacts=_detector().coloured())._detail == 3
+    assert MotionFeatures()._detail == 0
 
 
 def test_halving_and_luminance():

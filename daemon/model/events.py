@@ -31,8 +31,8 @@ on sand). `--colour` trains one that looks at RGB (`planes` 3; a detector of lum
 `--init` starts as the same function of RGB, `EventDetector.coloured`, and the colour planes are
 shuffled per clip): 2,500 steps from the shipped build took held-out footsteps AP 0.839 ->
 0.872, but the sync on fresh clips moved within chance (onset F1 0.800 -> 0.807), so it is not
-shipped either (model card, "The detector and colour"). The picture's detail is RGB, so such a
-build beside the weights is read in colour; the shipped one reads its luminance.
+shipped either (model card, "The detector and colour"). The picture features make the detail
+a detector reads (`planes`), so such a build beside the weights is read in colour.
 """
 
 from __future__ import annotations
@@ -245,8 +245,7 @@ def clip_luma_and_labels(seed: int, compress: bool | None = None,
         frames = compress_frames(clip.frames, clip.fps, crf=int(rng.integers(20, 30)))
     else:
         frames = clip.frames
-    detail = Picture.from_frames(frames, clip.fps, detail=True).detail
-    luma = detail if colour else luminance(detail)
+    luma = Picture.from_frames(frames, clip.fps, detail=3 if colour else 1).detail
     return luma, contact_labels(clip.events, len(luma))
 
 

@@ -59,6 +59,7 @@ from daemon.media import (
     decode_range,
     frame_rate,
     halve,
+    luminance,
     to_fraction,
 )
 
@@ -128,15 +129,15 @@ class Picture:
     def __init__(self, pieces: list[_Piece], images: np.ndarray, detail: np.ndarray | None = None) -> None:
         self.pieces = pieces
         self.images = images  # (F, H, W, 3) uint8, all pieces' frames concatenated
-        self.detail = detail  # (F, 2H, 2W, 3) uint8 RGB of the same frames, when asked for
+        self.detail = detail  # the same frames at (2H, 2W), uint8, when asked for: `DecodedFrames`
         self.duration = sum((p.duration for p in pieces), Fraction(0))
 
     @classmethod
     def from_segments(
-        cls, segments: Sequence[Segment], size: tuple[int, int] = PICTURE_SIZE, detail: bool = False
+        cls, segments: Sequence[Segment], size: tuple[int, int] = PICTURE_SIZE, detail: int = 0
     ) -> Picture:
         """The segments' picture at `size`; with `detail`, also at twice the size (one scaling
-        makes both)."""
+        makes both): its luminance for 1 or True, RGB for 3 (what the contact detector reads)."""
         if not segments:
             raise MediaError("a request needs at least one segment of picture")
         pieces, offset, first = [], Fraction(0), 0
@@ -153,7 +154,7 @@ class Picture:
     @staticmethod
     def _decode_piece(
         segment: Segment, offset: Fraction, first: int, size: tuple[int, int], reader: MediaReader,
-        detail: bool,
+        detail: int,
     ) -> _Piece:
 
         if segment.duration <= 0:
@@ -175,7 +176,7 @@ class Picture:
     @classmethod
     def from_frames(
         cls, frames: np.ndarray, fps: float | Fraction, size: tuple[int, int] = PICTURE_SIZE,
-        detail: bool = False,
+        detail: int = 0,
     ) -> Picture:
         """Frames in memory (F, H, W, 3) uint8, shown at `fps` from media time 0 (made small
         and detailed as `from_segments` makes them)."""
@@ -187,7 +188,7 @@ class Picture:
             twice = (2 * size[0], 2 * size[1])
             shrink = FrameShrinker(twice)
             rgb = np.stack([_shrink(image, twice, shrink) for image in frames])
-            small, large = halve(rgb), rgb
+            small, large = halve(rgb), (rgb if detail == 3 else luminance(rgb))
         else:
             shrink = FrameShrinker(size)
             small = np.stack([_shrink(image, size, shrink) for image in frames])
@@ -595,12 +596,14 @@ class MotionFeatures:
         if contacts is not None:
             self.name = f"{MotionFeatures.name}+contacts"
             self.sync_dim = MotionFeatures.sync_dim + contacts.outputs
+        self._detail = contacts.planes if contacts is not None else 0
+        """The planes of the detailed picture the contact detector reads (0: none needed)."""
 
     def encode_segments(self, segments: Sequence[Segment]) -> VisualFeatures:
-        return self.encode_picture(Picture.from_segments(segments, self.size, self.contacts is not None))
+        return self.encode_picture(Picture.from_segments(segments, self.size, self._detail))
 
     def encode_frames(self, frames: np.ndarray, fps: float | Fraction) -> VisualFeatures:
-        return self.encode_picture(Picture.from_frames(frames, fps, self.size, self.contacts is not None))
+        return self.encode_picture(Picture.from_frames(frames, fps, self.size, self._detail))
 
     def encode_picture(self, picture: Picture) -> VisualFeatures:
         clip_count, sync_count = stream_lengths(picture.duration, self.clip_rate, self.sync_rate)
