@@ -166,9 +166,7 @@ class EventDetector(nn.Module):
             # Each chunk carries its context's neighbours so the seams are exact.
             lo = max(0, start - self.context)
             hi = min(len(shown), start + chunk + self.context)
-            pictures = torch.from_numpy(detail[shown[lo:hi]]).float() / 255.0
-            seen = pictures.permute(0, 3, 1, 2) if self.planes == 3 else pictures
-            chance = self.probabilities(seen[None])[0]
+            chance = self.probabilities(_seen(torch.from_numpy(detail[shown[lo:hi]])[None]))[0]
             parts.append(chance[start - lo:start - lo + min(chunk, len(shown) - start)])
         return (SCALE * torch.cat(parts)).numpy().astype(np.float32)
 
@@ -210,7 +208,6 @@ class EventDetector(nn.Module):
             raise ValueError(f"{path} was made by another build of the contact detector: retrain it "
                              "(python -m daemon.model.events train)") from exc
         return detector.eval().requires_grad_(False)
-
 
     def coloured(self) -> EventDetector:
         """A detector of RGB that computes on a colour picture what this one computes on its
