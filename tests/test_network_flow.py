@@ -4,13 +4,14 @@ import pytest
 import torch
 
 from daemon.engine import Cancelled
-from daemon.model import build_network
+from daemon.model import build_network, flow
 from daemon.model.codec import MelCodec
 from daemon.model.flow import (
     CONTACT_GUIDANCE_RATIO,
     PROMPT_GUIDANCE_RATIO,
     Guidance,
     TrainingSettings,
+    autocast_for,
     euler_sample,
     fit_latent_statistics,
     frame_level,
@@ -21,6 +22,7 @@ from daemon.model.flow import (
     sample_training_times,
     sound_bounds,
     training_loss,
+    training_precision,
 )
 
 SIZES = dict(latent_dim=8, clip_dim=8, sync_dim=8, text_dim=16, hidden_dim=64, depth=2,
@@ -348,7 +350,22 @@ def test_low_t_fraction_puts_that_share_of_samples_near_the_noise():
     assert torch.equal(plain, times(TrainingSettings(low_t_fraction=0.0)))
 
 
-def test_a_few_training_steps_lower_the_loss():
+@pytest.mark.parametrize("native_bf16", [False, True])
+def test_training_autocasts_to_bf16_only_on_a_cpu_that_multiplies_it(monkeypatch, native_bf16):
+    monkeypatch.setattr(flow, "cpu_has_native_bf16", lambda: native_bf16)
+    cpu = torch.device("cpu")
+    with autocast_for(cpu, training=True):
+        assert torch.is_autocast_enabled("cpu") == native_bf16
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == (
+            torch.bfloat16 if native_bf16 else torch.float32)
+    with autocast_for(cpu):  # sampling: float32 whatever the CPU
+        assert not torch.is_autocast_enabled("cpu")
+    assert training_precision(cpu) == ("bf16 autocast" if native_bf16 else "float32")
+
+
+@pytest.mark.parametrize("native_bf16", [False, True])
+def test_a_few_training_steps_lower_the_loss(monkeypatch, native_bf16):
+    monkeypatch.setattr(flow, "cpu_has_native_bf16", lambda: native_bf16)
     torch.manual_seed(0)
     net = build_network(**SIZES)  # the real initialisation (adaLN-zero)
     g = torch.Generator().manual_seed(0)
@@ -371,7 +388,8 @@ def test_a_few_training_steps_lower_the_loss():
     opt = torch.optim.AdamW(net.parameters(), lr=2e-3)
     net.train()
     for _ in range(25):
-        loss = training_loss(net, latent, clip, sync, text, generator=g)
+        with autocast_for(torch.device("cpu"), training=True):  # as the training entry points
+            loss = training_loss(net, latent, clip, sync, text, generator=g)
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -130,11 +130,30 @@ def fit_latent_statistics(network: V2ANetwork, latents: Tensor) -> None:
 # Sampling
 
 
-def autocast_for(device: torch.device):
-    """bf16 autocast on CUDA; plain float32 elsewhere (CPU bf16 is slower and less exact)."""
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AMX tiles or AVX-512 BF16). There bf16
+    matrix products run several times faster than float32 (`benchmarks/training.py`); on
+    other CPUs they are emulated, and slower."""
+    return any(getattr(torch.cpu, probe, lambda: False)()
+               for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
+
+
+def autocast_for(device: torch.device, *, training: bool = False):
+    """bf16 autocast on CUDA, and when training on a CPU with native bf16; plain float32
+    otherwise. Sampling on a CPU stays float32, so the engine's output (and every figure the
+    evaluation reports) does not depend on which CPU made it."""
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
+    if training and device.type == "cpu" and cpu_has_native_bf16():
+        return torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def training_precision(device: torch.device) -> str:
+    """How `autocast_for(device, training=True)` computes, for training records."""
+    if device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16()):
+        return "bf16 autocast"
+    return "float32"
 
 
 def make_generator(device: torch.device, seed: int) -> torch.Generator:

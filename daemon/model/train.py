@@ -179,7 +179,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(self.step, cfg)
         self.network.train()
-        with autocast_for(self.device):
+        with autocast_for(self.device, training=True):
             loss = training_loss(self.network, latent, clip, sync, text, settings=self.settings,
                                  generator=self.generator)
         self.optimizer.zero_grad(set_to_none=True)

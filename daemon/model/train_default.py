@@ -60,6 +60,7 @@ from daemon.model.flow import (
     make_generator,
     onset_weights,
     training_loss,
+    training_precision,
 )
 from daemon.model.network import build_network
 from daemon.model.train import cosine_decay, update_ema
@@ -177,7 +178,7 @@ def train(args) -> None:
             group["lr"] = rate * group["lr_scale"]
         weights = (onset_weights(codec.token_onsets(batch["latent"]), args.onset_rise,
                                  args.onset_weight) if args.onset_weight else None)
-        with autocast_for(device):
+        with autocast_for(device, training=True):
             loss = training_loss(network, batch["latent"] + gain, batch["clip"], batch["sync"],
                                  batch["text"], settings=settings, generator=noise_generator,
                                  token_weights=weights)
@@ -209,6 +210,7 @@ def train(args) -> None:
         "clips": len(data), "train_seconds": round(seconds),
         "hardware": (torch.cuda.get_device_name(device) if device.type == "cuda" else
                      f"{platform.processor() or platform.machine()}, {args.threads} CPU threads"),
+        "precision": training_precision(device),
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     # Half precision keeps the shipped file under 30 MB (7.9 M parameters); the engine loads
