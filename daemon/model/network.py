@@ -143,12 +143,13 @@ class AttentionProjection(nn.Module):
         # The 3h outputs are ordered (head, channel, q/k/v): (B, N, 3h) -> 3 x (B, H, N, D)
         qkv = self.qkv(x).view(b, n, self.num_heads, self.head_dim, 3).permute(4, 0, 2, 1, 3)
         q, k, v = qkv.unbind(0)
-        q = self.q_norm(q)
-        k = self.k_norm(k)
+        # The norms run in float32 (their weights' dtype; under bf16 autocast the projections
+        # give bf16), and attention wants one dtype again.
+        q = self.q_norm(q.to(self.q_norm.weight.dtype))
+        k = self.k_norm(k.to(self.k_norm.weight.dtype))
         if rot is not None:
             q = apply_rotary(q, rot)
             k = apply_rotary(k, rot)
-        # Under autocast the norms may run in float32; attention wants one dtype.
         return q.to(v.dtype), k.to(v.dtype), v
 
 
