@@ -418,6 +418,7 @@ def evaluate_unfamiliar(model: ModelUnderTest, seeds: list[int], settings: EvalS
     }
 
 
+@torch.inference_mode()
 def evaluate_conditioning(model: ModelUnderTest, seeds: list[int], settings: EvalSettings) -> dict:
     network = model.network
     clips = [generate_clip(s, EVAL_CAPTIONED) for s in seeds]
