@@ -19,7 +19,7 @@ import time
 import torch
 
 from daemon.model import build_network
-from daemon.model.flow import Guidance, sample
+from daemon.model.flow import Guidance, precision_name, sample
 from daemon.model.windows import generate_latents, plan_windows, start_granularity
 
 
@@ -69,7 +69,7 @@ def bench(preset: str, device: torch.device, seconds: float, steps: int, cfg: fl
     best = min(times)
     return {
         "preset": preset, "device": str(device),
-        "dtype": "bf16 autocast" if device.type == "cuda" else "float32",
+        "dtype": precision_name(device),
         "params": params, "seconds": seconds, "windows": windows, "steps": steps,
         "median": statistics.median(times), "best": best, "x_realtime": seconds / best,
     }

@@ -17,12 +17,12 @@ from daemon.model.flow import (
     frame_level,
     guided_velocity,
     onset_weights,
+    precision_name,
     prepare_guidance,
     sample,
     sample_training_times,
     sound_bounds,
     training_loss,
-    training_precision,
 )
 
 SIZES = dict(latent_dim=8, clip_dim=8, sync_dim=8, text_dim=16, hidden_dim=64, depth=2,
@@ -358,9 +358,10 @@ def test_training_autocasts_to_bf16_only_on_a_cpu_that_multiplies_it(monkeypatch
         assert torch.is_autocast_enabled("cpu") == native_bf16
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == (
             torch.bfloat16 if native_bf16 else torch.float32)
+    assert precision_name(cpu, training=True) == ("bf16 autocast" if native_bf16 else "float32")
     with autocast_for(cpu):  # sampling: float32 whatever the CPU
         assert not torch.is_autocast_enabled("cpu")
-    assert training_precision(cpu) == ("bf16 autocast" if native_bf16 else "float32")
+    assert precision_name(cpu) == "float32"
 
 
 @pytest.mark.parametrize("native_bf16", [False, True])

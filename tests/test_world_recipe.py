@@ -12,7 +12,7 @@ import torch
 
 from daemon.model.checkpoint import load_network
 from daemon.model.config import preset
-from daemon.model.flow import training_precision
+from daemon.model.flow import precision_name
 from daemon.model.network import build_network
 from daemon.model.train_default import _load_optimiser_state, _optimiser, main
 
@@ -38,7 +38,7 @@ def test_recipe_trains_resumes_and_ships_loadable_weights(shards, tmp_path, caps
 
     first = _train(shards, tmp_path, 3)
     assert first["steps"] == 3 and first["clips"] == 2
-    assert first["precision"] == training_precision(torch.device("cpu"))
+    assert first["precision"] == precision_name(torch.device("cpu"), training=True)
     network = load_network(tmp_path / "tiny.safetensors")
     assert all(torch.isfinite(p).all() for p in network.parameters())
     # the latent statistics were fitted to the world's audio, not left at 0 / 1

@@ -56,6 +56,7 @@ from daemon.model.flow import (
     euler_sample,
     guided_velocity,
     make_generator,
+    precision_name,
     prepare_guidance,
     sound_bounds,
 )
@@ -282,7 +283,8 @@ class V2AEngine:
         network.requires_grad_(False)
         self.text.encode([""])  # loads the text encoder now rather than on the first job
         self._network, self._device = network.eval(), target
-        log.info("loaded %s (%s) on %s", path.name, self.weights_hash, target)
+        log.info("loaded %s (%s) on %s, %s", path.name, self.weights_hash, target,
+                 precision_name(target))
 
     def _check_front_ends(self, network: V2ANetwork, path: Path) -> None:
         c = network.config
@@ -556,6 +558,7 @@ class V2AEngine:
                 "prompt": request.prompt,
                 "negative_prompt": request.negative_prompt,
                 "device": self.device,
+                "precision": precision_name(self._device),
                 "loudness_lufs": loudness,
                 "overloud_share": overloud,
                 "unfamiliar": unfamiliar,

@@ -76,6 +76,7 @@ from daemon.model.flow import (
     PROMPT_UNTIL,
     RENOISE,
     Guidance,
+    precision_name,
 )
 from daemon.model.text import conditioning_text
 from daemon.model.world import (
@@ -627,6 +628,7 @@ def main(argv=None) -> None:
     model = ModelUnderTest(args.weights)
     report = {"weights": args.weights, "seeds": args.seeds, "settings": asdict(settings),
               "hardware": f"{platform.machine()}, {torch.get_num_threads()} CPU threads",
+              "precision": precision_name(next(model.network.parameters()).device),
               "command": "python -m daemon.model.evaluate " + " ".join(
                   sys.argv[1:] if argv is None else argv)}
     sections = set(args.sections.split(","))

@@ -59,8 +59,8 @@ from daemon.model.flow import (
     fit_latent_statistics,
     make_generator,
     onset_weights,
+    precision_name,
     training_loss,
-    training_precision,
 )
 from daemon.model.network import build_network
 from daemon.model.train import cosine_decay, update_ema
@@ -210,7 +210,7 @@ def train(args) -> None:
         "clips": len(data), "train_seconds": round(seconds),
         "hardware": (torch.cuda.get_device_name(device) if device.type == "cuda" else
                      f"{platform.processor() or platform.machine()}, {args.threads} CPU threads"),
-        "precision": training_precision(device),
+        "precision": precision_name(device, training=True),
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     # Half precision keeps the shipped file under 30 MB (7.9 M parameters); the engine loads
