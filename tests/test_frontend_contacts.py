@@ -23,6 +23,7 @@ from daemon.model.events import (
     contact_labels,
     family_of,
     moved,
+    sharpened,
 )
 from daemon.model.network import build_network
 from daemon.model.train_default import _load_optimiser_state, _optimiser, _widened
@@ -68,11 +69,28 @@ def test_channels_see_a_picture_and_its_mirror_image_alike():
     shown = np.arange(len(images))
     channels = detector.features(images, shown)
     np.testing.assert_allclose(detector.features(images[:, :, ::-1].copy(), shown), channels, atol=1e-5)
-    # They are the mean of the two views' probabilities, not of either view alone.
+    # They are the mean of the two views' probabilities (sharpened), not of either view alone.
     luma = torch.from_numpy(images).float()[None] / 255.0
-    views = [torch.sigmoid(detector(v))[0].numpy() for v in (luma, luma.flip(-1))]
-    np.testing.assert_allclose(channels, 4.0 * (views[0] + views[1]) / 2, atol=1e-5)
-    assert not np.allclose(views[0], views[1], atol=1e-3)
+    views = [torch.sigmoid(detector(v))[0] for v in (luma, luma.flip(-1))]
+    np.testing.assert_allclose(channels, 4.0 * sharpened((views[0] + views[1]) / 2).numpy(), atol=1e-5)
+    assert not np.allclose(views[0].numpy(), views[1].numpy(), atol=1e-3)
+    detector.sharpness = 1.0  # the mean itself, as the shipped network's training shards had it
+    np.testing.assert_allclose(detector.features(images, shown), 4.0 * ((views[0] + views[1]) / 2).numpy(),
+                               atol=1e-5)
+
+
+def test_sharpening_raises_the_odds_to_a_power_keeping_certainty_and_doubt():
+    p = torch.tensor([0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0])
+    sharp = sharpened(p)
+    # 0, 1/2 and 1 stay; what is fairly sure reads surer, a faint stir fainter.
+    assert sharp[[0, 3, 6]].tolist() == [0.0, 0.5, 1.0]
+    np.testing.assert_allclose(sharp[[2, 4]].numpy(), [0.1, 0.9], atol=1e-6)
+    assert (torch.diff(sharp) > 0).all()
+    # The odds squared: the detector's logit doubled.
+    inner = p[1:-1]
+    np.testing.assert_allclose(sharpened(inner).numpy(), torch.sigmoid(2 * torch.logit(inner)).numpy(),
+                               atol=1e-6)
+    np.testing.assert_allclose(sharpened(p, 1.0).numpy(), p.numpy(), atol=1e-7)
 
 
 def test_a_detector_of_luminance_reads_a_colour_pictures_luminance():
@@ -123,8 +141,8 @@ def test_a_detector_made_of_colour_computes_on_rgb_what_it_did_on_luminance():
     # It reads the picture's detail in colour as one picture, and refuses luminance.
     detail = (rgb[0].permute(0, 2, 3, 1) * 255).round().to(torch.uint8).numpy()
     shown = np.arange(len(detail))
-    expected = 4.0 * coloured.probabilities(torch.from_numpy(detail).float().permute(0, 3, 1, 2)[None]
-                                            / 255.0)[0].numpy()
+    expected = 4.0 * sharpened(coloured.probabilities(
+        torch.from_numpy(detail).float().permute(0, 3, 1, 2)[None] / 255.0))[0].numpy()
     np.testing.assert_allclose(coloured.features(detail, shown), expected, atol=1e-5)
     np.testing.assert_allclose(coloured.features(detail, shown, chunk=5), expected, atol=1e-5)
     with pytest.raises(ValueError, match="looks at RGB"):

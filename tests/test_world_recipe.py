@@ -98,6 +98,24 @@ def test_worker_processes_write_the_same_shards(shards, tmp_path):
             assert torch.equal(alone[key][0], together[key][seed]), key
 
 
+def test_shards_carry_the_contact_channels_sharpened_as_the_engine_reads_them(tmp_path):
+    from daemon.model.events import DETECTOR_FILE, sharpened
+
+    detector = Path(__file__).resolve().parents[1] / "daemon" / "model" / "weights" / DETECTOR_FILE
+    channels = {}
+    for name, extra in (("engine", []), ("trained", ["--sharpness", "1"])):
+        main(["precompute", "--data", str(tmp_path / name), "--clips", "1", "--shard-size", "1",
+              "--detector", str(detector), *extra])
+        shard = torch.load(tmp_path / name / "shard-00000.pt", weights_only=False)
+        assert shard["sync"].shape[-1] == 68
+        channels[name] = shard["sync"][0, :, -4:]
+    # `--sharpness 1` makes the channels the shipped network was trained on; by default the
+    # shards hold what the engine feeds it (both stored in float16).
+    torch.testing.assert_close(channels["engine"].float(),
+                               4.0 * sharpened(channels["trained"].float() / 4.0), atol=4e-3, rtol=0)
+    assert not torch.allclose(channels["engine"], channels["trained"], atol=1e-3)
+
+
 def test_caption_path_trains_at_its_own_rate_and_old_checkpoints_resume():
     network = build_network("tiny")
     optimiser = _optimiser(network, 1e-3, 4.0)

@@ -90,7 +90,7 @@ def _precompute_part(args, part: tuple[int, int]) -> None:
     start = args.first_seed
     precompute_shards(range(start, start + args.clips), args.data, world_config(args.world),
                       shard_size=args.shard_size, log=_log, part=part, detector=args.detector,
-                      negation=args.negation)
+                      negation=args.negation, sharpness=args.sharpness)
 
 
 def world_config(settings: list[str]) -> WorldConfig:
@@ -398,6 +398,10 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     p.add_argument("--detector", default=None,
                    help="event_detector.safetensors: add its contact channels to the sync features")
+    p.add_argument("--sharpness", type=float, default=None,
+                   help="sharpen the contact channels to this power (default: as the engine "
+                        "reads them, daemon.model.events.SHARPNESS; 1 for the channels the "
+                        "shipped network was trained on)")
     p.add_argument("--workers", type=int, default=1,
                    help="processes writing shards side by side (e.g. one per CPU core)")
     p.add_argument("--negation", type=float, default=0.0,

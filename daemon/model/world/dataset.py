@@ -80,13 +80,15 @@ def world_example(seed: int, config: WorldConfig, negation: float = 0.0):
 def precompute_shards(seeds, out_dir: str | Path, config: WorldConfig | None = None,
                       shard_size: int = 100, compress_probability: float = 0.3,
                       log=print, part: tuple[int, int] = (0, 1),
-                      detector: str | Path | None = None, negation: float = 0.0) -> list[Path]:
+                      detector: str | Path | None = None, negation: float = 0.0,
+                      sharpness: float | None = None) -> list[Path]:
     """Generate the clips of `seeds` and write their network inputs as shards in `out_dir`.
     Shards already present are kept (the run can be resumed). `part` (k, n) writes only every
     n-th shard from the k-th, so n processes can share the work; every shard's path is
     returned either way. With `detector` (an event_detector.safetensors), the sync features
-    carry its contact channels. `negation` is each seed's chance of being a negation example
-    (`world_example`)."""
+    carry its contact channels, sharpened to `sharpness` (default `events.SHARPNESS`, as the
+    engine reads them; 1 for the channels the shipped network was trained on). `negation` is
+    each seed's chance of being a negation example (`world_example`)."""
     from daemon.model.codec import MelCodec
     from daemon.model.text import MiniLMText, conditioning_text
     from daemon.model.visual import MotionFeatures
@@ -103,6 +105,8 @@ def precompute_shards(seeds, out_dir: str | Path, config: WorldConfig | None = N
         from daemon.model.events import EventDetector
 
         contacts = EventDetector.load(detector)
+        if sharpness is not None:
+            contacts.sharpness = sharpness
     visual, codec, text = MotionFeatures(contacts=contacts), MelCodec(), MiniLMText(cache_size=4096)
     written = []
     for index in range(0, len(seeds), shard_size):
