@@ -68,7 +68,8 @@ SHARPNESS = 2.0
 detector is fairly sure of reads surer, and a faint stir (a stray peak of a quarter, a shadow
 crossing) fainter. On three sets of 96 held-out clips the network then makes fewer sounds where
 there was no contact (false onsets 102 -> 82, 103 -> 88, 129 -> 106) and nearly every contact it
-made before: onset F1 +0.017, +0.007 and +0.006 (model card, "The detector's channels
+made before: onset F1 +0.017, +0.007 and +0.006, for about 3 points of prompt adherence (the
+sharper hits make a few prompted footsteps knocks; model card, "The detector's channels
 sharpened"). At 4 the network lost nearly a quarter of the contacts it made."""
 DETECTOR_SEEDS = range(500_000, 600_000)
 """Training seeds of the detector: inside the world's training range, apart from the flow
