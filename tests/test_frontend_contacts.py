@@ -138,6 +138,9 @@ def test_a_detector_made_of_colour_computes_on_rgb_what_it_did_on_luminance():
                                atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="already looks at colour"):
         coloured.coloured()
+    detector.sharpness = 1.5
+    assert detector.coloured().sharpness == 1.5  # the colour build reads its channels alike
+    detector.sharpness = coloured.sharpness
     # It reads the picture's detail in colour as one picture, and refuses luminance.
     detail = (rgb[0].permute(0, 2, 3, 1) * 255).round().to(torch.uint8).numpy()
     shown = np.arange(len(detail))

@@ -140,6 +140,29 @@ def test_the_shipped_weights_come_with_the_range_of_their_training_pictures(tmp_
     assert not torch.equal(held.clip[16:], raw.clip[16:])
 
 
+def test_the_shipped_range_was_measured_on_the_channels_the_engine_reads(tmp_path, caplog):
+    import shutil
+
+    from daemon.model.events import DETECTOR_FILE, SHARPNESS
+
+    if not (WEIGHTS / PICTURE_RANGE_FILE).is_file():
+        pytest.skip("no shipped weights in this checkout")
+    assert PictureRange.measured_sharpness(WEIGHTS / PICTURE_RANGE_FILE) == SHARPNESS
+    # A range measured at another sharpness loads, and says to measure it again.
+    shutil.copy(WEIGHTS / DETECTOR_FILE, tmp_path / DETECTOR_FILE)
+    weights = tmp_path / "net.safetensors"
+    span = PictureRange.load(WEIGHTS / PICTURE_RANGE_FILE, 64, 68)
+    span.save(tmp_path / PICTURE_RANGE_FILE, {"sharpness": 1.0})
+    with caplog.at_level("WARNING", logger="daemon.model.visual"):
+        assert default_visual(68, weights).picture_range is not None
+    assert "sharpened to 1" in caplog.text and "picture-range" in caplog.text
+    caplog.clear()
+    span.save(tmp_path / PICTURE_RANGE_FILE, {"sharpness": SHARPNESS})
+    with caplog.at_level("WARNING", logger="daemon.model.visual"):
+        default_visual(68, weights)
+    assert caplog.text == ""
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_unfamiliar_pictures_are_seeded_world_sized_frames(kind):
     frames = unfamiliar_picture(kind, 1_000_001)

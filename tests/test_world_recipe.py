@@ -207,3 +207,13 @@ def test_picture_range_command_measures_training_pictures(tmp_path, capsys):
     for ends in (span.clip, span.sync):
         assert (ends[2] <= ends[0]).all() and (ends[0] <= ends[1]).all() and (ends[1] <= ends[3]).all()
     assert "2 training pictures" in capsys.readouterr().out
+    assert PictureRange.measured_sharpness(out) is None  # no contact channels
+
+
+def test_picture_range_records_the_sharpness_of_the_contact_channels(tmp_path):
+    from daemon.model.visual import PictureRange
+
+    out = tmp_path / "range.safetensors"
+    main(["picture-range", "--clips", "1", "--sharpness", "1.5", "--out", str(out)])
+    assert PictureRange.measured_sharpness(out) == 1.5
+    assert PictureRange.load(out, 64, 68).sync[3, 64:].max() <= 4.0

@@ -239,6 +239,7 @@ class EventDetector(nn.Module):
         weights = torch.from_numpy(BT709).view(1, 3, 1, 1)
         state["frame.0.weight"] = torch.cat([first[:, :1] * weights, first[:, 1:] * weights], dim=1)
         out.load_state_dict(state)
+        out.sharpness = self.sharpness
         return out.eval().requires_grad_(False)
 
 

@@ -48,6 +48,7 @@ from pathlib import Path
 
 import torch
 
+from daemon.model import events
 from daemon.model.checkpoint import file_metadata, load_network, save_network
 from daemon.model.codec import MelCodec
 from daemon.model.config import NetworkConfig, preset
@@ -358,24 +359,32 @@ def picture_range(args) -> None:
     (`visual.PictureRange`): the engine holds the unfamiliar stretches of a picture within it."""
     seeds = list(range(args.first_seed, args.first_seed + args.clips))
     parts = [seeds[k::args.workers] for k in range(args.workers)]
+    sharpness = (args.sharpness if args.sharpness is not None else events.SHARPNESS) \
+        if args.detector else None
     if args.workers > 1:
         with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
-            features = pool.starmap(training_picture_features, [(args.detector, part) for part in parts])
+            features = pool.starmap(training_picture_features,
+                                    [(args.detector, part, sharpness) for part in parts])
     else:
-        features = [training_picture_features(args.detector, seeds)]
+        features = [training_picture_features(args.detector, seeds, sharpness)]
     span = PictureRange.spanning([f for part in features for f in part], args.share,
                                  args.sustained)
     span.save(args.out, {"seeds": f"{seeds[0]}-{seeds[-1]}", "share": args.share,
-                         "detector": Path(args.detector).name if args.detector else None})
+                         "detector": Path(args.detector).name if args.detector else None,
+                         "sharpness": sharpness})
     _log(f"wrote {args.out}: the ranges of {len(seeds)} training pictures' values (inner: the "
          f"central {args.share:g})")
 
 
-def training_picture_features(detector: str | None, seeds: list[int]) -> list[VisualFeatures]:
-    """The picture features of training seeds as the network saw them, with the contact
-    detector at `detector` (None: without it); one thread, for one worker process."""
+def training_picture_features(detector: str | None, seeds: list[int],
+                              sharpness: float | None = None) -> list[VisualFeatures]:
+    """The picture features of training seeds as the engine reads them, with the contact
+    detector at `detector` (None: without it), its channels sharpened to `sharpness` (None:
+    `events.SHARPNESS`); one thread, for one worker process."""
     torch.set_num_threads(1)
     contacts = EventDetector.load(detector) if detector else None
+    if contacts is not None and sharpness is not None:
+        contacts.sharpness = sharpness
     return list(training_pictures(seeds, MotionFeatures(contacts=contacts)))
 
 
@@ -471,6 +480,9 @@ def main(argv=None) -> None:
     r.add_argument("--first-seed", type=int, default=0)
     r.add_argument("--detector", default=f"daemon/model/weights/{DETECTOR_FILE}",
                    help="the contact detector whose channels the network reads ('' for none)")
+    r.add_argument("--sharpness", type=float, default=None,
+                   help="the contact channels' sharpness (default: as the engine reads them, "
+                        "daemon.model.events.SHARPNESS)")
     r.add_argument("--share", type=float, default=0.98,
                    help="the central share of each channel's values that the inner range, "
                         "where an unfamiliar picture is held, keeps")

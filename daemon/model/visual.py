@@ -37,6 +37,7 @@ no weights can be downloaded.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -65,6 +66,8 @@ from daemon.media import (
 
 if TYPE_CHECKING:
     from daemon.model.events import EventDetector
+
+log = logging.getLogger(__name__)
 
 SYNC_SEGMENT = 8
 """The sync stream comes in segments of 8 frames (Synchformer's output layout)."""
@@ -578,6 +581,15 @@ class PictureRange:
         sustained = float(file_metadata(path).get("sustained", cls.sustained))
         return cls(tensors["clip"].float(), tensors["sync"].float(), sustained)
 
+    @staticmethod
+    def measured_sharpness(path: str | Path) -> float | None:
+        """The sharpness of the contact channels (`events.sharpened`) the range at `path` was
+        measured on; None when it was measured without them or before it was recorded."""
+        from daemon.model.checkpoint import file_metadata
+
+        sharpness = json.loads(file_metadata(path).get("meta", "{}")).get("sharpness")
+        return None if sharpness is None else float(sharpness)
+
 
 class MotionFeatures:
     """Default visual encoder: 64-d clip at 8 fps, 64-d sync at 25 fps, weight-free; with a
@@ -699,4 +711,9 @@ def default_visual(sync_dim: int, weights: str | Path) -> MotionFeatures:
     span = folder / PICTURE_RANGE_FILE
     if span.exists():
         visual.picture_range = PictureRange.load(span, visual.clip_dim, visual.sync_dim)
+        measured = PictureRange.measured_sharpness(span)
+        if contacts is not None and measured is not None and measured != contacts.sharpness:
+            log.warning("%s was measured on contact channels sharpened to %g, the engine reads "
+                        "them at %g: measure it again (python -m daemon.model.train_default "
+                        "picture-range)", span, measured, contacts.sharpness)
     return visual
