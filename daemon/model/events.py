@@ -210,7 +210,9 @@ class EventDetector(nn.Module):
                             "meta": json.dumps(meta)})
 
     @classmethod
-    def load(cls, path: str | Path) -> EventDetector:
+    def load(cls, path: str | Path, sharpness: float | None = None) -> EventDetector:
+        """The detector saved at `path`, its channels sharpened to `sharpness` (None:
+        `SHARPNESS`, as the engine reads them)."""
         metadata = file_metadata(path)
         families = metadata.get("families", "")
         if tuple(families.split(",")) != FAMILIES:
@@ -226,6 +228,8 @@ class EventDetector(nn.Module):
         except RuntimeError as exc:  # the layers of another build of the detector
             raise ValueError(f"{path} was made by another build of the contact detector: retrain it "
                              "(python -m daemon.model.events train)") from exc
+        if sharpness is not None:
+            detector.sharpness = sharpness
         return detector.eval().requires_grad_(False)
 
     def coloured(self) -> EventDetector:

@@ -382,9 +382,7 @@ def training_picture_features(detector: str | None, seeds: list[int],
     detector at `detector` (None: without it), its channels sharpened to `sharpness` (None:
     `events.SHARPNESS`); one thread, for one worker process."""
     torch.set_num_threads(1)
-    contacts = EventDetector.load(detector) if detector else None
-    if contacts is not None and sharpness is not None:
-        contacts.sharpness = sharpness
+    contacts = EventDetector.load(detector, sharpness) if detector else None
     return list(training_pictures(seeds, MotionFeatures(contacts=contacts)))
 
 

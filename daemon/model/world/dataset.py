@@ -104,9 +104,7 @@ def precompute_shards(seeds, out_dir: str | Path, config: WorldConfig | None = N
     if detector is not None:
         from daemon.model.events import EventDetector
 
-        contacts = EventDetector.load(detector)
-        if sharpness is not None:
-            contacts.sharpness = sharpness
+        contacts = EventDetector.load(detector, sharpness)
     visual, codec, text = MotionFeatures(contacts=contacts), MelCodec(), MiniLMText(cache_size=4096)
     written = []
     for index in range(0, len(seeds), shard_size):
