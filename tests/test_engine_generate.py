@@ -360,3 +360,29 @@ def test_unload_frees_the_network(weights):
     assert engine.text._model is None
     engine.load("cpu")  # and loads again
     assert engine.loaded and engine.text.encode(["rain"]).tokens.shape == (1, 32, 384)
+
+
+def test_a_class_guide_beside_the_weights_steers_prompted_requests(tmp_path, video):
+    from daemon.model.guide import GUIDE_FILE, ClassGuide
+
+    weights = random_tiny_weights(tmp_path)
+    plain = V2AEngine(weights=weights, device="cpu")
+    alone = plain.weights_hash
+    rain = _request(video, 0.0, 1.0, prompt="rain falling", seed=4)
+    without = plain.generate(rain, _ignore, _never).samples
+    torch.manual_seed(0)
+    guide = ClassGuide()
+    with torch.no_grad():
+        for p in guide.parameters():
+            p.normal_(0, 0.2)
+        guide.latent_mean.fill_(-5.0)  # the statistics random_tiny_weights gives the network
+        guide.latent_std.fill_(0.5)
+    guide.save(tmp_path / GUIDE_FILE, {})
+    steered = V2AEngine(weights=weights, device="cpu")
+    assert steered.weights_hash != alone  # cached results made without it do not match
+    with_guide = steered.generate(rain, _ignore, _never).samples
+    assert not np.allclose(with_guide, without)
+    # A request naming nothing the guide knows is sampled as before.
+    talk = _request(video, 0.0, 1.0, prompt="", seed=4)
+    assert np.array_equal(steered.generate(talk, _ignore, _never).samples,
+                          plain.generate(talk, _ignore, _never).samples)

@@ -60,6 +60,7 @@ from daemon.model.flow import (
     prepare_guidance,
     sound_bounds,
 )
+from daemon.model.guide import GUIDE_FILE, ClassGuide, ClassSteer, load_guide
 from daemon.model.network import V2ANetwork
 from daemon.model.text import MiniLMText, TextEncoder, conditioning_text, is_prompt
 from daemon.model.visual import MotionFeatures, VisualEncoder, VisualFeatures, default_visual
@@ -118,6 +119,8 @@ class SamplingPlan:
     text: torch.Tensor  # (Nt, text_dim)
     prompted: bool  # whether the text says anything (else it is the encoding of none)
     negative: torch.Tensor | None  # (Nt, text_dim) or None
+    toward: torch.Tensor | None  # (classes,) the class guide's reading of the prompt, or None
+    away: torch.Tensor | None  # (classes,) and of the negative prompt
     timings: dict = field(default_factory=dict)
 
 
@@ -210,6 +213,7 @@ class V2AEngine:
         self.output = output or OutputSettings()
         self.windows = windows or WindowSettings()
         self._network: V2ANetwork | None = None
+        self._guide: ClassGuide | None = None
         self._device: torch.device | None = None
         self._hash: tuple[tuple, str] | None = None
 
@@ -230,12 +234,13 @@ class V2AEngine:
     @property
     def weights_hash(self) -> str:
         """First 16 hex digits of the SHA-256 of the weights file, and of the contact detector
-        beside it when there is one ("" when no weights are installed)."""
+        and the class guide beside it where they are ("" when no weights are installed)."""
         try:
             path = self.weights_path
         except WeightsNotInstalled:
             return ""
-        files = [p for p in (path, path.parent / DETECTOR_FILE) if p.is_file()]
+        files = [p for p in (path, path.parent / DETECTOR_FILE, path.parent / GUIDE_FILE)
+                 if p.is_file()]
         key = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
         if self._hash is None or self._hash[0] != key:
             digest = hashlib.sha256()
@@ -280,6 +285,11 @@ class V2AEngine:
             except (FileNotFoundError, ValueError) as exc:  # missing, or from another build
                 raise IncompatibleWeights(str(exc)) from exc
         self._check_front_ends(network, path)
+        try:
+            guide = load_guide(path, network.latent_mean, network.latent_std)
+        except ValueError as exc:  # from another build
+            raise IncompatibleWeights(str(exc)) from exc
+        self._guide = None if guide is None else guide.to(target)
         network.requires_grad_(False)
         self.text.encode([""])  # loads the text encoder now rather than on the first job
         self._network, self._device = network.eval(), target
@@ -313,6 +323,7 @@ class V2AEngine:
 
     def unload(self) -> None:
         self._network = None
+        self._guide = None
         self._device = None
         self.text.unload()
         gc.collect()
@@ -461,6 +472,9 @@ class V2AEngine:
         text, prompted, negative = conditioning_text(
             self.text, [request.prompt], [request.negative_prompt], c.reads_negation)
         latent_len, _, _ = c.seq_lens_for(request.duration)
+        toward = away = None
+        if self._guide is not None:
+            toward, away = self._guide.names(self.text, [request.prompt, request.negative_prompt])
         return SamplingPlan(
             latent_len=latent_len,
             clip=picture.clip,
@@ -468,6 +482,8 @@ class V2AEngine:
             text=text[0],
             prompted=bool(prompted[0]),
             negative=negative[0] if is_prompt(request.negative_prompt) else None,
+            toward=toward,
+            away=away,
             timings={"decode_and_picture_features_s": visual_s,
                      "text_features_s": time.perf_counter() - started},
         )
@@ -481,8 +497,16 @@ class V2AEngine:
             plan.text[None].to(device), plan.latent_len, negative_text_f=negative,
             steps=request.steps, cfg=request.cfg, seed=request.seed,
             settings=self._window_settings(request), prompted=plan.prompted,
-            progress=report, cancelled=cancelled,
+            steer=self._steer([plan]), progress=report, cancelled=cancelled,
         )
+
+    def _steer(self, plans: list[SamplingPlan]) -> ClassSteer | None:
+        """The class guide's steer for these items (None without a guide or anything named)."""
+        if self._guide is None:
+            return None
+        device = self._device
+        return ClassSteer.of(self._guide, torch.stack([p.toward for p in plans]).to(device),
+                             torch.stack([p.away for p in plans]).to(device))
 
     @torch.inference_mode()
     def _sample_batch(self, requests: list[ClipRequest], plans: list[SamplingPlan], report,
@@ -519,7 +543,7 @@ class V2AEngine:
                 negative_text_f=negative,
                 prompted=torch.tensor([p.prompted for p in plans], device=device),
                 negated=torch.tensor([p.negative is not None for p in plans], device=device))
-        velocity = guided_velocity(network, branches, guidance)
+        velocity = guided_velocity(network, branches, guidance, self._steer(plans))
         x = euler_sample(velocity, noise, steps, bounds=sound_bounds(network), renoise=RENOISE,
                          fresh_noise=fresh_noise, progress=report, cancelled=cancelled)
         return network.unnormalize(x)

@@ -71,6 +71,7 @@ import torch
 
 from daemon.model.checkpoint import file_metadata
 from daemon.model.flow import (
+    CLASS_GUIDANCE,
     CONTACT_GUIDANCE_RATIO,
     PROMPT_GUIDANCE_RATIO,
     PROMPT_UNTIL,
@@ -78,6 +79,7 @@ from daemon.model.flow import (
     Guidance,
     precision_name,
 )
+from daemon.model.guide import GUIDE_FILE
 from daemon.model.text import conditioning_text
 from daemon.model.world import (
     EVAL_SYNC,
@@ -130,13 +132,14 @@ class EvalSettings:
     prompt_until: float = PROMPT_UNTIL
     picture_from: float = Guidance.picture_from
     contact_ratio: float = CONTACT_GUIDANCE_RATIO  # the contact term, times cfg
+    class_guidance: float = CLASS_GUIDANCE  # the class guide's term (0: none)
 
     def guidance(self) -> Guidance:
         """The sampler's guidance; the defaults are the engine's."""
         return replace(
             Guidance.scaled(self.cfg, self.prompt_ratio, self.negative_ratio, self.prompt_until,
                             self.contact_ratio),
-            picture_from=self.picture_from)
+            picture_from=self.picture_from, classes=self.class_guidance)
 
 
 class ModelUnderTest:
@@ -145,12 +148,14 @@ class ModelUnderTest:
     def __init__(self, weights: str | Path, device: str = "cpu"):
         from daemon.model.checkpoint import load_network
         from daemon.model.codec import MelCodec
+        from daemon.model.guide import load_guide
         from daemon.model.text import MiniLMText
         from daemon.model.visual import default_visual
 
         self.network = load_network(weights, device=device).eval()
         self.visual = default_visual(self.network.config.sync_dim, weights)
         self.text, self.codec = MiniLMText(), MelCodec()
+        self.guide = load_guide(weights, self.network.latent_mean, self.network.latent_std)
         self.weights = str(weights)
 
     @torch.inference_mode()
@@ -191,6 +196,7 @@ class ModelUnderTest:
                negatives: list[str] | None, settings: EvalSettings, zero_picture: bool = False,
                seed: int | None = None):
         """The latents of `generate`, one batch at a time."""
+        from daemon.model.guide import ClassSteer
         from daemon.model.windows import generate_latents
 
         for i in range(0, len(pictures), settings.batch):
@@ -204,12 +210,16 @@ class ModelUnderTest:
             text, prompted, neg = conditioning_text(self.text, part_prompts, part_negatives,
                                                     self.network.config.reads_negation)
             neg = None if negatives is None else neg
+            steer = None
+            if self.guide is not None and settings.class_guidance:
+                named = self.guide.names(self.text, part_prompts + part_negatives)
+                steer = ClassSteer.of(self.guide, *named.split(len(part_prompts)))
             n = self.network.config.seq_lens_for(8.0)[0]
             latents = generate_latents(self.network, clip, sync, text, n, negative_text_f=neg,
                                        steps=settings.steps,
                                        seed=settings.seed if seed is None else seed,
                                        prompted=prompted, guidance=settings.guidance(),
-                                       renoise=settings.renoise)
+                                       renoise=settings.renoise, steer=steer)
             yield latents
 
 
@@ -612,6 +622,10 @@ def main(argv=None) -> None:
     parser.add_argument("--contact-ratio", type=float, default=CONTACT_GUIDANCE_RATIO,
                         help="the contact term's strength as a multiple of --cfg (0: none; "
                              f"default {CONTACT_GUIDANCE_RATIO}, the engine's)")
+    parser.add_argument("--class-guidance", type=float, default=CLASS_GUIDANCE,
+                        help="the class guide's term (class_guide.safetensors beside the weights) "
+                             f"as a share of the velocity (0: none; default {CLASS_GUIDANCE}, "
+                             "the engine's)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -620,6 +634,7 @@ def main(argv=None) -> None:
                             prompt_ratio=args.prompt_ratio, negative_ratio=args.negative_ratio,
                             prompt_until=args.prompt_until, picture_from=args.picture_from,
                             contact_ratio=args.contact_ratio,
+                            class_guidance=args.class_guidance,
                             sync_clips=args.sync_clips,
                             adherence_clips=args.adherence_clips,
                             negative_clips=args.negative_clips,
@@ -629,6 +644,8 @@ def main(argv=None) -> None:
     report = {"weights": args.weights, "seeds": args.seeds, "settings": asdict(settings),
               "hardware": f"{platform.machine()}, {torch.get_num_threads()} CPU threads",
               "precision": precision_name(next(model.network.parameters()).device),
+              "class_guide": None if model.guide is None else str(
+                  Path(args.weights).parent / GUIDE_FILE),
               "command": "python -m daemon.model.evaluate " + " ".join(
                   sys.argv[1:] if argv is None else argv)}
     sections = set(args.sections.split(","))

@@ -16,6 +16,7 @@ import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +26,9 @@ from ..engine import Cancelled
 from . import visual
 from .codec import SOUND_RANGE, MelCodec
 from .network import Conditions, InputShapeError, V2ANetwork
+
+if TYPE_CHECKING:
+    from .guide import ClassSteer
 
 StepProgress = Callable[[int, int], None]
 """progress(step, total): called after every sampler step."""
@@ -195,6 +199,14 @@ p = 0.06), a named ambience 0.8 / 1.4 dB more specifically quieter, onset F1 +0.
 (both intervals across 0); at 0.85 and 1 the prompt lost the family member (model card)."""
 
 
+CLASS_GUIDANCE = 0.3
+"""How far each step also moves toward the classes the prompt names and away from those the
+negative prompt names (`guide.ClassGuide.direction`), as a share of the guided velocity's own
+size, over t < CLASSES_UNTIL (model card, "The class guide")."""
+
+CLASSES_UNTIL = 0.6
+
+
 @dataclass(frozen=True)
 class Guidance:
     """How hard sampling is steered, as separate terms of one batched forward:
@@ -202,6 +214,7 @@ class Guidance:
         v = v(0, 0) + picture * (v(P, 0) - v(0, 0))
                     + prompt * (v(P, T) - v(P, 0)) - negative * (v(P, N) - v(P, 0))
                     + contacts * level(v(P, T) - v(P°, T))
+                    + classes * |v| * d(x, t)
 
     P the picture, T the prompt, N the negative prompt, 0 the learned empty features, P° the
     picture with its contact channels (`prepare_guidance`'s `contact_channels`) at "no
@@ -214,6 +227,10 @@ class Guidance:
     picture (what naming N adds to this picture), not from the unconditional branch: there it
     only moved the overall level, which the output stage levels away. An item without a prompt
     has no prompt term, and its own caption-less velocity v(P, T) stands for v(P, 0).
+    d is the class guide's unit-size direction toward the classes the prompt names and away
+    from those the negative prompt names (`guide.ClassSteer`, when there is one), |v| the size
+    of the velocity before it; it steers until t = `classes_until`, the part of the path where
+    the sound's make-up is settled.
     `picture` <= 1 turns guidance off: the conditional velocity alone, one forward. Before
     `picture_from` the picture term is 1 (the picture steers only as much as it conditions;
     the prompt and negative terms as they are): guidance limited to an interval of the path.
@@ -225,6 +242,8 @@ class Guidance:
     prompt_until: float = PROMPT_UNTIL
     picture_from: float = 0.0
     contacts: float = 4.5 * CONTACT_GUIDANCE_RATIO
+    classes: float = CLASS_GUIDANCE
+    classes_until: float = CLASSES_UNTIL
 
     @classmethod
     def scaled(cls, cfg: float, prompt_ratio: float = PROMPT_GUIDANCE_RATIO,
@@ -241,7 +260,7 @@ class Guidance:
     def mmaudio(cls, cfg: float) -> Guidance:
         """The published model's guidance: one strength for picture and prompt together, no
         contact term."""
-        return cls(cfg, cfg, cfg, contacts=0.0)
+        return cls(cfg, cfg, cfg, contacts=0.0, classes=0.0)
 
     @property
     def active(self) -> bool:
@@ -325,11 +344,11 @@ def frame_level(latents: Tensor) -> Tensor:
     return frames.mean(-1, keepdim=True).expand_as(frames).reshape(b, n, d)
 
 
-def guided_velocity(network: V2ANetwork, branches: GuidanceBranches,
-                    guidance: Guidance) -> Callable[[Tensor, float], Tensor]:
+def guided_velocity(network: V2ANetwork, branches: GuidanceBranches, guidance: Guidance,
+                    steer: ClassSteer | None = None) -> Callable[[Tensor, float], Tensor]:
     """velocity(x, t) under `guidance` (see `Guidance`); every branch a step needs in one
     forward (from `prompt_until` on, without a negative prompt, MMAudio's two and the
-    contactless one)."""
+    contactless one). `steer` adds the class guide's term."""
     device = branches.full.clip.device
     if branches.empty is None or not guidance.active:
 
@@ -375,6 +394,9 @@ def guided_velocity(network: V2ANetwork, branches: GuidanceBranches,
             out = out - negative_w * (v.pop(0) - reference)
         if branches.contactless is not None:
             out = out + guidance.contacts * frame_level(v_full - v.pop(0))
+        if steer is not None and guidance.classes and t < guidance.classes_until:
+            size = out.pow(2).mean((1, 2), keepdim=True).sqrt()
+            out = out + guidance.classes * size * steer.direction(x, t)
         return out
 
     return guided
@@ -459,7 +481,8 @@ def sample(network: V2ANetwork, clip_f: Tensor, sync_f: Tensor, text_f: Tensor, 
            generator: torch.Generator | None = None, known: Tensor | None = None,
            known_mask: Tensor | None = None, clip_offset: float = 0.0,
            prompted: bool | Tensor = True, guidance: Guidance | None = None,
-           renoise: float = RENOISE, progress: StepProgress | None = None,
+           renoise: float = RENOISE, steer: ClassSteer | None = None,
+           progress: StepProgress | None = None,
            cancelled: Callable[[], bool] | None = None,
            step_offset: int = 0, total_steps: int | None = None) -> Tensor:
     """Generate data-space latents (B, N, latent_dim) for one window of conditions.
@@ -492,7 +515,7 @@ def sample(network: V2ANetwork, clip_f: Tensor, sync_f: Tensor, text_f: Tensor, 
         branches = prepare_guidance(network, clip_f, sync_f, text_f, n, guidance,
                                     clip_offset=clip_offset, negative_text_f=negative_text_f,
                                     prompted=prompted)
-    velocity = guided_velocity(network, branches, guidance)
+    velocity = guided_velocity(network, branches, guidance, steer)
 
     if generator is None:
         generator = make_generator(device, 0 if seed is None else seed)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -25,6 +26,9 @@ from torch import Tensor
 from .config import SYNC_SEGMENT, NetworkConfig
 from .flow import RENOISE, Guidance, StepProgress, make_generator, sample
 from .network import InputShapeError, V2ANetwork
+
+if TYPE_CHECKING:
+    from .guide import ClassSteer
 
 
 @dataclass(frozen=True)
@@ -150,13 +154,14 @@ def generate_latents(network: V2ANetwork, clip_f: Tensor, sync_f: Tensor, text_f
                      steps: int = 25, cfg: float = 4.5, seed: int = 0,
                      settings: WindowSettings | None = None, prompted: bool | Tensor = True,
                      guidance: Guidance | None = None, renoise: float = RENOISE,
-                     progress: StepProgress | None = None,
+                     steer: ClassSteer | None = None, progress: StepProgress | None = None,
                      cancelled: Callable[[], bool] | None = None) -> Tensor:
     """Data-space latents (B, latent_seq_len, latent_dim) for a clip of any length.
 
     clip_f (B, Nc, clip_dim) and sync_f (B, Ns, sync_dim) cover the whole clip at the network's
     clip/sync rates; text_f (B, Nt, text_dim) applies throughout (`prompted`, `guidance`,
-    `renoise`: see `flow.sample`). progress(step, total) counts sampler steps over all windows.
+    `renoise`, `steer`: see `flow.sample`). progress(step, total) counts sampler steps over all
+    windows.
     """
     settings = settings or WindowSettings()
     c = network.config
@@ -175,7 +180,7 @@ def generate_latents(network: V2ANetwork, clip_f: Tensor, sync_f: Tensor, text_f
         return sample(network, clip, sync, text_f, latent_seq_len=latent_seq_len,
                       negative_text_f=negative_text_f, steps=steps, cfg=cfg, seed=seed,
                       clip_offset=offset, prompted=prompted, guidance=guidance,
-                      renoise=renoise, progress=progress, cancelled=cancelled)
+                      renoise=renoise, steer=steer, progress=progress, cancelled=cancelled)
 
     plan = plan_clip_windows(network, latent_seq_len, settings)
     device = network.latent_mean.device
@@ -195,8 +200,8 @@ def generate_latents(network: V2ANetwork, clip_f: Tensor, sync_f: Tensor, text_f
                          negative_text_f=negative_text_f, steps=steps, cfg=cfg,
                          generator=generator, known=known, known_mask=known_mask,
                          clip_offset=offset, prompted=prompted, guidance=guidance,
-                         renoise=renoise, progress=progress, cancelled=cancelled,
-                         step_offset=i * steps,
+                         renoise=renoise, steer=steer, progress=progress,
+                         cancelled=cancelled, step_offset=i * steps,
                          total_steps=total_steps)
         if w.shared > hold:
             # Cross-fade the free shared frames from the previous window's to this one's; the
