@@ -16,6 +16,8 @@ Prints one table. Rows:
   time; goal >= 10x.
 - sampling 8 s alone, prompt: the sampler with the engine's guidance, with and without the
   contact term's branch (`flow.Guidance.contacts`), in one run.
+- sampling 8 s alone, prompt, with and without the class guide's term (`flow.Guidance.classes`,
+  when `class_guide.safetensors` is beside the weights), in one run.
 - contact detector: its part of the picture features for the clip's frames, read from both
   sides as the engine reads it (EventDetector.probabilities) and from one side, in one run.
 - Griffin-Lim iterations: decode time of 8 s for 16/32/48/64 iterations.
@@ -52,6 +54,7 @@ from daemon.model.checkpoint import save_network  # noqa: E402
 from daemon.model.codec import MelCodec  # noqa: E402
 from daemon.model.engine import DEFAULT_WEIGHTS, V2AEngine  # noqa: E402
 from daemon.model.flow import Guidance, sample  # noqa: E402
+from daemon.model.guide import ClassSteer, load_guide  # noqa: E402
 from daemon.model.text import conditioning_text  # noqa: E402
 from daemon.model.visual import MotionFeatures, contact_channels  # noqa: E402
 
@@ -151,6 +154,23 @@ def main() -> int:
                                    ("without it", replace(shipped, contacts=0.0))):
                 run = partial(sample, engine.network, picture.clip[None], picture.sync[None],
                               text, latent_seq_len=n, steps=args.steps, guidance=guidance)
+                run()
+                rows.append((f"sampling {args.seconds:g} s alone, prompt, {what}",
+                             f"{median_seconds(run, args.repeats):.3f} s", ""))
+
+        # -- the class guide: the sampler alone, with and without its term ---------------------
+        guide = load_guide(weights, engine.network.latent_mean, engine.network.latent_std)
+        steer = None
+        if guide is not None:
+            toward, away = guide.names(engine.text, [request.prompt, ""])
+            steer = ClassSteer.of(guide, toward[None], away[None])
+        if steer is not None:
+            text, _, _ = conditioning_text(engine.text, [request.prompt], [""],
+                                           engine.network.config.reads_negation)
+            n = engine.network.config.seq_lens_for(args.seconds)[0]
+            for what, term in (("with the class guide (shipped)", steer), ("without it", None)):
+                run = partial(sample, engine.network, picture.clip[None], picture.sync[None],
+                              text, latent_seq_len=n, steps=args.steps, steer=term)
                 run()
                 rows.append((f"sampling {args.seconds:g} s alone, prompt, {what}",
                              f"{median_seconds(run, args.repeats):.3f} s", ""))

@@ -202,7 +202,9 @@ p = 0.06), a named ambience 0.8 / 1.4 dB more specifically quieter, onset F1 +0.
 CLASS_GUIDANCE = 0.3
 """How far each step also moves toward the classes the prompt names and away from those the
 negative prompt names (`guide.ClassGuide.direction`), as a share of the guided velocity's own
-size, over t < CLASSES_UNTIL (model card, "The class guide")."""
+size, over t < CLASSES_UNTIL. On the evaluation's 96 clips adherence 58.3 -> 74.0 % over all
+classes and 77.1 -> 92.7 % within the family, onset F1 0.864 -> 0.862; at 0.6 adherence fell
+back on the 48 clips it was chosen on (model card, "The class guide")."""
 
 CLASSES_UNTIL = 0.6
 
