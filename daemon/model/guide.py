@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import time
 from collections.abc import Sequence
@@ -38,6 +39,8 @@ from torch import Tensor, nn
 
 from .checkpoint import file_metadata
 from .world.captions import CLASSES, class_prompt
+
+logger = logging.getLogger(__name__)
 
 GUIDE_FILE = "class_guide.safetensors"
 """Its name beside the network weights it steers."""
@@ -194,9 +197,7 @@ def load_guide(weights: str | Path, latent_mean: Tensor, latent_std: Tensor) -> 
         return None
     guide = ClassGuide.load(path)
     if not guide.fits(latent_mean, latent_std):
-        import logging
-
-        logging.getLogger(__name__).warning(
+        logger.warning(
             "%s was trained for a network normalised otherwise than %s: not steering by it "
             "(retrain it: python -m daemon.model.guide --weights %s)", path, Path(weights).name,
             weights)
