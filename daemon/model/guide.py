@@ -28,7 +28,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from multiprocessing import Pool
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -252,14 +252,22 @@ def _codec():
     if _CODEC is None:
         from .codec import MelCodec
 
-        torch.set_num_threads(1)
         _CODEC = MelCodec()
     return _CODEC
 
 
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
 def guide_set(seeds, workers: int) -> tuple[Tensor, Tensor]:
-    with Pool(workers) as pool:
-        rows = pool.map(guide_example, list(seeds), chunksize=16)
+    """The examples of `seeds`, made by `workers` processes (in this one for 1). The workers
+    are spawned, not forked: a fork of a process whose torch threads are running can hang."""
+    if workers <= 1:
+        rows = [guide_example(seed) for seed in seeds]
+    else:
+        with get_context("spawn").Pool(workers, initializer=_one_thread) as pool:
+            rows = pool.map(guide_example, list(seeds), chunksize=16)
     return torch.stack([r[0] for r in rows]), torch.stack([r[1] for r in rows])
 
 
