@@ -41,7 +41,7 @@ import argparse
 import json
 import time
 from functools import partial
-from multiprocessing import Pool
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -282,7 +282,9 @@ def contact_labels(events, frames: int) -> np.ndarray:
 
 
 def _world_set(seeds, workers: int, colour: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    with Pool(workers) as pool:
+    # Spawned, not forked: a fork of a process whose other threads hold locks (torch's, a
+    # tokenizer's) can hang in the child.
+    with get_context("spawn").Pool(workers) as pool:
         rows = pool.map(partial(clip_luma_and_labels, colour=colour), list(seeds), chunksize=4)
     return (torch.from_numpy(np.stack([luma for luma, _ in rows])),
             torch.from_numpy(np.stack([labels for _, labels in rows])))
