@@ -160,10 +160,7 @@ def main() -> int:
 
         # -- the class guide: the sampler alone, with and without its term ---------------------
         guide = load_guide(weights, engine.network.latent_mean, engine.network.latent_std)
-        steer = None
-        if guide is not None:
-            toward, away = guide.names(engine.text, [request.prompt, ""])
-            steer = ClassSteer.of(guide, toward[None], away[None])
+        steer = ClassSteer.for_texts(guide, engine.text, [request.prompt], [""])
         if steer is not None:
             text, _, _ = conditioning_text(engine.text, [request.prompt], [""],
                                            engine.network.config.reads_negation)

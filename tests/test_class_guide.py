@@ -138,6 +138,12 @@ def test_the_shipped_guide_reads_world_sounds_in_prompts_and_nothing_else():
     assert heard[0] == {"footsteps_gravel"}
     assert heard[1] == {"rain", "door_slam"}
     assert heard[2] == heard[3] == heard[4] == set()
+    text = MiniLMText()
+    steer = ClassSteer.for_texts(guide, text, ["rain", "people talking"], ["", "a door slamming"])
+    assert steer.toward[0, CLASSES.index("rain")] > 0 and not steer.toward[1].any()
+    assert steer.away[1, CLASSES.index("door_slam")] > 0 and not steer.away[0].any()
+    assert ClassSteer.for_texts(guide, text, ["people talking"], [""]) is None
+    assert ClassSteer.for_texts(None, text, ["rain"], [""]) is None
     # It fits the shipped network it steers.
     from daemon.model.checkpoint import load_network
 

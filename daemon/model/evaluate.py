@@ -210,10 +210,8 @@ class ModelUnderTest:
             text, prompted, neg = conditioning_text(self.text, part_prompts, part_negatives,
                                                     self.network.config.reads_negation)
             neg = None if negatives is None else neg
-            steer = None
-            if self.guide is not None and settings.class_guidance:
-                named = self.guide.names(self.text, part_prompts + part_negatives)
-                steer = ClassSteer.of(self.guide, *named.split(len(part_prompts)))
+            steer = (ClassSteer.for_texts(self.guide, self.text, part_prompts, part_negatives)
+                     if settings.class_guidance else None)
             n = self.network.config.seq_lens_for(8.0)[0]
             latents = generate_latents(self.network, clip, sync, text, n, negative_text_f=neg,
                                        steps=settings.steps,

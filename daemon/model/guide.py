@@ -38,6 +38,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from .checkpoint import file_metadata
+from .text import is_prompt
 from .world.captions import CLASSES, class_prompt
 
 logger = logging.getLogger(__name__)
@@ -112,8 +113,6 @@ class ClassGuide(nn.Module):
 
     def names(self, text_encoder, texts: Sequence[str]) -> Tensor:
         """(B, classes): `named` for each text (none for a text that is no prompt)."""
-        from .text import is_prompt
-
         named = self.named(text_encoder.encode(list(texts)).pooled)
         given = torch.tensor([is_prompt(text) for text in texts], dtype=named.dtype)
         return named * given[:, None]
@@ -183,6 +182,15 @@ class ClassSteer:
         if guide is None or not (toward.any() or away.any()):
             return None
         return cls(guide.to(toward.device), toward, away)
+
+    @classmethod
+    def for_texts(cls, guide: ClassGuide | None, text_encoder, prompts: Sequence[str],
+                  negatives: Sequence[str]) -> ClassSteer | None:
+        """The steer for items with these prompts and negative prompts (one of each per item)."""
+        if guide is None:
+            return None
+        toward, away = guide.names(text_encoder, [*prompts, *negatives]).split(len(prompts))
+        return cls.of(guide, toward, away)
 
     def direction(self, x: Tensor, t: float) -> Tensor:
         return self.guide.direction(x, t, self.toward, self.away)
