@@ -96,6 +96,32 @@ def test_the_sampler_steers_by_the_guide_over_the_first_part_of_the_path(net):
                        sample(net, *inputs, steps=4, cfg=1.0, seed=5))
 
 
+def test_a_negative_prompt_has_its_own_direction_strength_and_span(net):
+    guide = _guide()
+    x = torch.randn(1, 40, 8, generator=torch.Generator().manual_seed(4))
+    both = ClassSteer(guide, _one_hot("rain"), _one_hot("fire"))
+    none = torch.zeros(1, len(CLASSES))
+    toward = guide.direction(x, 0.3, _one_hot("rain"), none)
+    away = guide.direction(x, 0.3, none, _one_hot("fire"))
+    # Each a unit direction at its own strength, not one direction shared between them.
+    assert torch.allclose(both.direction(x, 0.3, 0.3, 2.0), 0.3 * toward + 2.0 * away, atol=1e-6)
+    assert torch.allclose(both.direction(x, 0.3, 0.0, 1.0), away)
+
+    g = torch.Generator().manual_seed(1)
+    inputs = (torch.randn(1, 10, 8, generator=g), torch.randn(1, 32, 8, generator=g),
+              torch.randn(1, 4, 16, generator=g))
+    negated = ClassSteer(guide, none, _one_hot("fire"))
+    base = Guidance(**{**Guidance.scaled(3.0).__dict__, "classes": 0.0})
+    plain = sample(net, *inputs, steps=4, guidance=base, seed=5)
+    # The away term steers on its own (the toward term off) and only over its own span.
+    assert not torch.equal(sample(net, *inputs, steps=4, guidance=base, seed=5, steer=negated),
+                           plain)
+    for off in (Guidance(**{**base.__dict__, "away": 0.0}),
+                Guidance(**{**base.__dict__, "away_until": 0.0})):
+        assert torch.equal(sample(net, *inputs, steps=4, guidance=off, seed=5, steer=negated),
+                           plain)
+
+
 def test_a_guide_file_round_trips_and_refuses_another_build(tmp_path):
     guide = _guide()
     path = tmp_path / GUIDE_FILE
@@ -164,3 +190,4 @@ def test_training_writes_a_guide_that_loads(tmp_path):
     assert guide is not None and meta["steps"] == 2 and meta["clips"] == 6
     assert set(meta["held_out"]) == {"top_class_heard_t0.05", "top_class_heard_t0.2",
                                      "top_class_heard_t0.5", "top_class_heard_t0.9"}
+

@@ -133,13 +133,18 @@ class EvalSettings:
     picture_from: float = Guidance.picture_from
     contact_ratio: float = CONTACT_GUIDANCE_RATIO  # the contact term, times cfg
     class_guidance: float = CLASS_GUIDANCE  # the class guide's term (0: none)
+    away_guidance: float = Guidance.away  # its term away from a negative prompt's classes
+    away_until: float = Guidance.away_until
+    classes_until: float = Guidance.classes_until
 
     def guidance(self) -> Guidance:
         """The sampler's guidance; the defaults are the engine's."""
         return replace(
             Guidance.scaled(self.cfg, self.prompt_ratio, self.negative_ratio, self.prompt_until,
                             self.contact_ratio),
-            picture_from=self.picture_from, classes=self.class_guidance)
+            picture_from=self.picture_from, classes=self.class_guidance,
+            away=self.away_guidance if self.class_guidance else 0.0, away_until=self.away_until,
+            classes_until=self.classes_until)
 
 
 class ModelUnderTest:
@@ -624,6 +629,15 @@ def main(argv=None) -> None:
                         help="the class guide's term (class_guide.safetensors beside the weights) "
                              f"as a share of the velocity (0: none; default {CLASS_GUIDANCE}, "
                              "the engine's)")
+    parser.add_argument("--away-guidance", type=float, default=Guidance.away,
+                        help="the class guide's term away from the classes a negative prompt "
+                             f"names (default {Guidance.away}, the engine's)")
+    parser.add_argument("--away-until", type=float, default=Guidance.away_until,
+                        help="t up to which that term steers "
+                             f"(default {Guidance.away_until}, the engine's)")
+    parser.add_argument("--classes-until", type=float, default=Guidance.classes_until,
+                        help="t up to which the class guide's term toward the prompt's classes "
+                             f"steers (default {Guidance.classes_until}, the engine's)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -633,6 +647,8 @@ def main(argv=None) -> None:
                             prompt_until=args.prompt_until, picture_from=args.picture_from,
                             contact_ratio=args.contact_ratio,
                             class_guidance=args.class_guidance,
+                            away_guidance=args.away_guidance, away_until=args.away_until,
+                            classes_until=args.classes_until,
                             sync_clips=args.sync_clips,
                             adherence_clips=args.adherence_clips,
                             negative_clips=args.negative_clips,

@@ -192,8 +192,17 @@ class ClassSteer:
         toward, away = guide.names(text_encoder, [*prompts, *negatives]).split(len(prompts))
         return cls.of(guide, toward, away)
 
-    def direction(self, x: Tensor, t: float) -> Tensor:
-        return self.guide.direction(x, t, self.toward, self.away)
+    def direction(self, x: Tensor, t: float, toward: float = 1.0, away: float = 1.0) -> Tensor:
+        """`toward` times the unit direction toward the named classes plus `away` times the one
+        away from the negated classes: two directions, so that each has its own strength (a
+        negative prompt's pull is not diluted by the prompt's)."""
+        out = torch.zeros_like(x, dtype=torch.float32)
+        none = torch.zeros_like(self.toward)
+        if toward and self.toward.any():
+            out = out + toward * self.guide.direction(x, t, self.toward, none)
+        if away and self.away.any():
+            out = out + away * self.guide.direction(x, t, none, self.away)
+        return out
 
 
 def load_guide(weights: str | Path, latent_mean: Tensor, latent_std: Tensor) -> ClassGuide | None:
