@@ -20,14 +20,16 @@ import numpy as np
 OUTPUT_RATE = 48_000
 """Every engine returns audio at this rate: what Resolve and Blender mix at."""
 
-RESULT_REVISION = 9
+RESULT_REVISION = 10
 """Part of every cache key: raised whenever the same request and weights would sound different
 (2: guidance in separate terms, `daemon.model.flow.Guidance`; 3: the sampler redraws half the
 predicted noise each step, `daemon.model.flow.RENOISE`; 4: 0.7 of it; 5: the predicted sound
 is kept within a sound's range, `daemon.model.flow.sound_bounds`; 6: the picture is held within
 the range of the training pictures, `daemon.model.visual.PictureRange`; 7: held in stretches,
 not whole clips only; 8: guidance toward the detected contacts, `Guidance.contacts`; 9: the
-contact channels sharpened, `daemon.model.events.SHARPNESS`), so no stale result is served."""
+contact channels sharpened, `daemon.model.events.SHARPNESS`; 10: the class guide's push away
+from a negative prompt's classes in a direction of its own, `Guidance.away`), so no stale
+result is served."""
 
 STAGES = ("load", "decode", "features", "sampling", "decoding_audio", "writing")
 """Progress stages, in the order a clip passes through them."""
