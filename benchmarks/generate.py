@@ -142,35 +142,29 @@ def main() -> int:
                 value = statistics.median(s[key] for s in stages)
                 rows.append((f"  stage {key}", f"{value:.3f} s", ""))
 
-        # -- the contact term: the sampler alone, with and without its branch ------------------
+        # -- the sampler alone, with and without the contact term and the class guide's term ---
         picture = engine.visual.encode_segments(request.segments)
+        text, _, _ = conditioning_text(engine.text, [request.prompt], [""],
+                                       engine.network.config.reads_negation)
+        n = engine.network.config.seq_lens_for(args.seconds)[0]
+
+        def time_sampler(what: str, **options) -> None:
+            run = partial(sample, engine.network, picture.clip[None], picture.sync[None], text,
+                          latent_seq_len=n, steps=args.steps, **options)
+            run()
+            rows.append((f"sampling {args.seconds:g} s alone, prompt, {what}",
+                         f"{median_seconds(run, args.repeats):.3f} s", ""))
+
         contacts = contact_channels(engine.network.config.sync_dim)
         if contacts and picture.sync[..., -contacts:].any():
-            text, _, _ = conditioning_text(engine.text, [request.prompt], [""],
-                                           engine.network.config.reads_negation)
-            n = engine.network.config.seq_lens_for(args.seconds)[0]
             shipped = Guidance.scaled(4.5)
-            for what, guidance in (("with the contact term (shipped)", shipped),
-                                   ("without it", replace(shipped, contacts=0.0))):
-                run = partial(sample, engine.network, picture.clip[None], picture.sync[None],
-                              text, latent_seq_len=n, steps=args.steps, guidance=guidance)
-                run()
-                rows.append((f"sampling {args.seconds:g} s alone, prompt, {what}",
-                             f"{median_seconds(run, args.repeats):.3f} s", ""))
-
-        # -- the class guide: the sampler alone, with and without its term ---------------------
+            time_sampler("with the contact term (shipped)", guidance=shipped)
+            time_sampler("without it", guidance=replace(shipped, contacts=0.0))
         guide = load_guide(weights, engine.network.latent_mean, engine.network.latent_std)
         steer = ClassSteer.for_texts(guide, engine.text, [request.prompt], [""])
         if steer is not None:
-            text, _, _ = conditioning_text(engine.text, [request.prompt], [""],
-                                           engine.network.config.reads_negation)
-            n = engine.network.config.seq_lens_for(args.seconds)[0]
-            for what, term in (("with the class guide (shipped)", steer), ("without it", None)):
-                run = partial(sample, engine.network, picture.clip[None], picture.sync[None],
-                              text, latent_seq_len=n, steps=args.steps, steer=term)
-                run()
-                rows.append((f"sampling {args.seconds:g} s alone, prompt, {what}",
-                             f"{median_seconds(run, args.repeats):.3f} s", ""))
+            time_sampler("with the class guide (shipped)", steer=steer)
+            time_sampler("without it", steer=None)
 
         # -- decode + features -----------------------------------------------------------------
         started = time.perf_counter()

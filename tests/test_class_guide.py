@@ -190,4 +190,3 @@ def test_training_writes_a_guide_that_loads(tmp_path):
     assert guide is not None and meta["steps"] == 2 and meta["clips"] == 6
     assert set(meta["held_out"]) == {"top_class_heard_t0.05", "top_class_heard_t0.2",
                                      "top_class_heard_t0.5", "top_class_heard_t0.9"}
-
