@@ -150,7 +150,8 @@ class EvalSettings:
 class ModelUnderTest:
     """A weights file with the default front ends, generating 16 kHz audio for world clips."""
 
-    def __init__(self, weights: str | Path, device: str = "cpu"):
+    def __init__(self, weights: str | Path, device: str = "cpu",
+                 class_guide: str | Path | None = None):
         from daemon.model.checkpoint import load_network
         from daemon.model.codec import MelCodec
         from daemon.model.guide import load_guide
@@ -160,7 +161,8 @@ class ModelUnderTest:
         self.network = load_network(weights, device=device).eval()
         self.visual = default_visual(self.network.config.sync_dim, weights)
         self.text, self.codec = MiniLMText(), MelCodec()
-        self.guide = load_guide(weights, self.network.latent_mean, self.network.latent_std)
+        self.guide = load_guide(weights, self.network.latent_mean, self.network.latent_std,
+                                class_guide)
         self.weights = str(weights)
 
     @torch.inference_mode()
@@ -638,6 +640,9 @@ def main(argv=None) -> None:
     parser.add_argument("--classes-until", type=float, default=Guidance.classes_until,
                         help="t up to which the class guide's term toward the prompt's classes "
                              f"steers (default {Guidance.classes_until}, the engine's)")
+    parser.add_argument("--class-guide-file", default=None,
+                        help=f"the class guide to steer by (default: {GUIDE_FILE} beside the "
+                             "weights)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -654,12 +659,12 @@ def main(argv=None) -> None:
                             negative_clips=args.negative_clips,
                             conditioning_clips=args.conditioning_clips,
                             unfamiliar_clips=args.unfamiliar_clips)
-    model = ModelUnderTest(args.weights)
+    model = ModelUnderTest(args.weights, class_guide=args.class_guide_file)
     report = {"weights": args.weights, "seeds": args.seeds, "settings": asdict(settings),
               "hardware": f"{platform.machine()}, {torch.get_num_threads()} CPU threads",
               "precision": precision_name(next(model.network.parameters()).device),
               "class_guide": None if model.guide is None else str(
-                  Path(args.weights).parent / GUIDE_FILE),
+                  args.class_guide_file or Path(args.weights).parent / GUIDE_FILE),
               "command": "python -m daemon.model.evaluate " + " ".join(
                   sys.argv[1:] if argv is None else argv)}
     sections = set(args.sections.split(","))
