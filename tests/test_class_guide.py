@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from daemon.model import build_network
-from daemon.model.flow import Guidance, chosen_sample, euler_sample, sample
+from daemon.model.flow import Guidance, sample
 from daemon.model.guide import GUIDE_FILE, ClassGuide, ClassSteer, load_guide
 from daemon.model.world.captions import CLASSES
 
@@ -120,58 +120,6 @@ def test_a_negative_prompt_has_its_own_direction_strength_and_span(net):
                 Guidance(**{**base.__dict__, "away_until": 0.0})):
         assert torch.equal(sample(net, *inputs, steps=4, guidance=off, seed=5, steer=negated),
                            plain)
-
-
-class _LoudestSteer(ClassSteer):
-    """Scores a start by its mean: a choice the test can make by hand."""
-
-    def score(self, x: torch.Tensor, t: float) -> torch.Tensor:
-        return x.mean((1, 2))
-
-
-def test_choosing_among_starts_finishes_each_items_best_start_alone():
-    items, k, steps = 2, 3, 6
-    noises = torch.randn(items * k, 5, 4, generator=torch.Generator().manual_seed(2))
-    known = torch.randn(items, 5, 4, generator=torch.Generator().manual_seed(3))
-    mask = (torch.arange(5) < 2).view(1, 5, 1)
-
-    def velocity(x: torch.Tensor, t: float) -> torch.Tensor:
-        return torch.tanh(x.flip(1)) - (1 + t) * x
-
-    steer = _LoudestSteer(_guide(4), torch.zeros(items, len(CLASSES)),
-                          torch.zeros(items, len(CLASSES)))
-    chosen = chosen_sample(lambda count: velocity, lambda count: noises if count == k else None,
-                           steps, items=items, steer=steer, candidates=k, choose_at=0.5,
-                           known=known, known_mask=mask)
-    picked = []
-    for item in range(items):
-        starts = noises[item * k:(item + 1) * k]
-        half_way = euler_sample(velocity, starts, steps, stop=3,
-                                known=known[item:item + 1].expand(k, -1, -1), known_mask=mask)
-        best = int(half_way.mean((1, 2)).argmax())
-        picked.append(best)
-        alone = euler_sample(velocity, starts[best:best + 1], steps,
-                             known=known[item:item + 1], known_mask=mask)
-        assert torch.allclose(chosen[item:item + 1], alone, atol=1e-6)
-    assert picked != [0] * items  # the choice is not simply each item's first start
-    # One start each without a steer: nothing to choose by.
-    single = chosen_sample(lambda count: velocity, lambda count: noises[:items * count], steps,
-                           items=items, steer=None, candidates=k)
-    assert torch.equal(single, euler_sample(velocity, noises[:items], steps))
-
-
-def test_the_sampler_chooses_among_starts_only_when_something_is_named(net):
-    g = torch.Generator().manual_seed(1)
-    inputs = (torch.randn(2, 10, 8, generator=g), torch.randn(2, 32, 8, generator=g),
-              torch.randn(2, 4, 16, generator=g))
-    steer = ClassSteer(_guide(), _one_hot("rain", rows=2), torch.zeros(2, len(CLASSES)))
-    one = sample(net, *inputs, steps=4, cfg=3.0, seed=5, steer=steer)
-    three = sample(net, *inputs, steps=4, cfg=3.0, seed=5, steer=steer, candidates=3)
-    assert torch.equal(three, sample(net, *inputs, steps=4, cfg=3.0, seed=5, steer=steer,
-                                     candidates=3))  # a seed still reproduces its result
-    assert not torch.equal(three, one)
-    assert torch.equal(sample(net, *inputs, steps=4, cfg=3.0, seed=5, candidates=3),
-                       sample(net, *inputs, steps=4, cfg=3.0, seed=5))
 
 
 def test_a_guide_file_round_trips_and_refuses_another_build(tmp_path):

@@ -71,7 +71,6 @@ import torch
 
 from daemon.model.checkpoint import file_metadata
 from daemon.model.flow import (
-    CHOOSE_AT,
     CLASS_GUIDANCE,
     CONTACT_GUIDANCE_RATIO,
     PROMPT_GUIDANCE_RATIO,
@@ -137,8 +136,6 @@ class EvalSettings:
     away_guidance: float = Guidance.away  # its term away from a negative prompt's classes
     away_until: float = Guidance.away_until
     classes_until: float = Guidance.classes_until
-    candidates: int = 1  # starts sampled to choose_at, the guide's choice finished
-    choose_at: float = CHOOSE_AT
 
     def guidance(self) -> Guidance:
         """The sampler's guidance; the defaults are the engine's."""
@@ -227,9 +224,7 @@ class ModelUnderTest:
                                        steps=settings.steps,
                                        seed=settings.seed if seed is None else seed,
                                        prompted=prompted, guidance=settings.guidance(),
-                                       renoise=settings.renoise, steer=steer,
-                                       candidates=settings.candidates,
-                                       choose_at=settings.choose_at)
+                                       renoise=settings.renoise, steer=steer)
             yield latents
 
 
@@ -648,11 +643,6 @@ def main(argv=None) -> None:
     parser.add_argument("--class-guide-file", default=None,
                         help=f"the class guide to steer by (default: {GUIDE_FILE} beside the "
                              "weights)")
-    parser.add_argument("--candidates", type=int, default=1,
-                        help="starts sampled side by side up to --choose-at, where the class "
-                             "guide picks the one to finish (default 1)")
-    parser.add_argument("--choose-at", type=float, default=CHOOSE_AT,
-                        help=f"t at which the class guide picks (default {CHOOSE_AT})")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -664,7 +654,6 @@ def main(argv=None) -> None:
                             class_guidance=args.class_guidance,
                             away_guidance=args.away_guidance, away_until=args.away_until,
                             classes_until=args.classes_until,
-                            candidates=args.candidates, choose_at=args.choose_at,
                             sync_clips=args.sync_clips,
                             adherence_clips=args.adherence_clips,
                             negative_clips=args.negative_clips,

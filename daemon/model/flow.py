@@ -215,9 +215,6 @@ CLASSES_UNTIL = 0.6
 from a negative prompt's classes all the way at 1.0 a named ambience came out less quiet (16
 tuning clips: 0.9 against 3.2 dB; model card, "The negative prompt's own direction")."""
 
-CHOOSE_AT = 0.3
-"""Where `sample` with several candidates lets the class guide pick the one to finish."""
-
 
 @dataclass(frozen=True)
 class Guidance:
@@ -431,8 +428,7 @@ def euler_sample(velocity: Callable[[Tensor, float], Tensor], noise: Tensor, ste
                  bounds: tuple[Tensor, Tensor] | None = None,
                  known: Tensor | None = None, known_mask: Tensor | None = None,
                  renoise: float = 0.0, fresh_noise: Callable[[], Tensor] | None = None,
-                 start: int = 0, stop: int | None = None, origin: Tensor | None = None,
-                 progress: StepProgress | None = None,
+                 start: int = 0, progress: StepProgress | None = None,
                  cancelled: Callable[[], bool] | None = None,
                  step_offset: int = 0, total_steps: int | None = None) -> Tensor:
     """Integrate from `noise` (t = 0) to t = 1 in `steps` Euler steps, in normalised space.
@@ -456,34 +452,28 @@ def euler_sample(velocity: Callable[[Tensor, float], Tensor], noise: Tensor, ste
     these steps within a longer job for `progress`.
 
     `start` > 0 begins part way, at t = start / steps: `noise` is then the state there (a sound
-    noised to that t, say), not pure noise, so `known` frames need the noise they follow as
-    `origin`. `stop` < steps ends part way, after step `stop` - 1: the state at t = stop /
-    steps, which a later call can go on from (`start` = stop).
+    noised to that t, say), not pure noise, so it cannot also be the noise `known` frames
+    follow.
     """
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
     if not 0 <= start < steps:
         raise ValueError(f"start must be a step within 0..{steps - 1}, got {start}")
-    stop = steps if stop is None else stop
-    if not start < stop <= steps:
-        raise ValueError(f"stop must be within {start + 1}..{steps}, got {stop}")
-    if start and known is not None and origin is None:
-        raise ValueError("known frames follow the start noise: starting part way, inpainting "
-                         "needs that noise as origin")
+    if start and known is not None:
+        raise ValueError("known frames follow the start noise: inpainting needs start 0")
     if not 0.0 <= renoise <= 1.0:
         raise ValueError(f"renoise must be within 0..1, got {renoise}")
     if renoise and fresh_noise is None:
         raise ValueError("renoise needs fresh_noise, a source of new noise")
     total = total_steps or steps
     x = noise
-    origin = noise if origin is None else origin
     dt = 1.0 / steps
-    for i in range(start, stop):
+    for i in range(start, steps):
         if cancelled is not None and cancelled():
             raise Cancelled("generation cancelled")
         t = i * dt
         if known is not None:
-            x = torch.where(known_mask, (1 - t) * origin + t * known, x)
+            x = torch.where(known_mask, (1 - t) * noise + t * known, x)
         v = velocity(x, t)
         if bounds is not None:
             v = (torch.maximum(torch.minimum(x + (1 - t) * v, bounds[1]), bounds[0]) - x) / (1 - t)
@@ -498,41 +488,6 @@ def euler_sample(velocity: Callable[[Tensor, float], Tensor], noise: Tensor, ste
     return x
 
 
-def chosen_sample(velocity_for: Callable[[int], Callable[[Tensor, float], Tensor]],
-                  fresh_noise: Callable[[int], Tensor], steps: int, *, items: int,
-                  steer: ClassSteer | None, candidates: int = 1, choose_at: float = CHOOSE_AT,
-                  known: Tensor | None = None, **euler) -> Tensor:
-    """`euler_sample` for `items` items, choosing among starts: with `candidates` > 1 and a
-    steer, each item starts from that many noises, sampled side by side to t = `choose_at`,
-    where the class guide scores each (`ClassSteer.score`) and the best is finished alone.
-    Without a steer (nothing named) there is nothing to choose by: one start each.
-
-    `velocity_for(count)` is the velocity for the batch with each item repeated `count` times
-    in a row, `fresh_noise(count)` a draw of noise in that layout; `euler` goes on to
-    `euler_sample` (bounds, known_mask, renoise, progress...). Normalised space in and out."""
-    choose = min(steps - 1, round(choose_at * steps))
-    start, origin, x = 0, None, None
-    if candidates > 1 and steer is not None and choose > 0:
-        noise = fresh_noise(candidates)
-        x = euler_sample(velocity_for(candidates), noise, steps, stop=choose,
-                         known=_each_repeated(known, items, candidates),
-                         fresh_noise=lambda: fresh_noise(candidates), **euler)
-        scores = steer.repeated(candidates).score(x, choose / steps).view(items, candidates)
-        best = scores.argmax(1) + torch.arange(items, device=x.device) * candidates
-        start, origin, x = choose, noise[best], x[best]
-    return euler_sample(velocity_for(1), fresh_noise(1) if x is None else x, steps,
-                        start=start, origin=origin, known=known,
-                        fresh_noise=lambda: fresh_noise(1), **euler)
-
-
-def _each_repeated(rows: Tensor | None, b: int, count: int) -> Tensor | None:
-    """A batch of `b` items with each item repeated `count` times in a row; a tensor of another
-    batch size (one row shared by all) or None as it is."""
-    if rows is None or count == 1 or rows.shape[0] != b:
-        return rows
-    return rows.repeat_interleave(count, 0)
-
-
 @torch.inference_mode()
 def sample(network: V2ANetwork, clip_f: Tensor, sync_f: Tensor, text_f: Tensor, *,
            latent_seq_len: int | None = None, negative_text_f: Tensor | None = None,
@@ -541,7 +496,6 @@ def sample(network: V2ANetwork, clip_f: Tensor, sync_f: Tensor, text_f: Tensor, 
            known_mask: Tensor | None = None, clip_offset: float = 0.0,
            prompted: bool | Tensor = True, guidance: Guidance | None = None,
            renoise: float = RENOISE, steer: ClassSteer | None = None,
-           candidates: int = 1, choose_at: float = CHOOSE_AT,
            progress: StepProgress | None = None,
            cancelled: Callable[[], bool] | None = None,
            step_offset: int = 0, total_steps: int | None = None) -> Tensor:
@@ -571,38 +525,31 @@ def sample(network: V2ANetwork, clip_f: Tensor, sync_f: Tensor, text_f: Tensor, 
             f"text_f has {text_f.shape[1]} tokens but guidance needs text_seq_len "
             f"{network.config.text_seq_len} (the length of the learned empty text): pad or truncate"
         )
-
-    def velocity_for(count: int) -> Callable[[Tensor, float], Tensor]:
-        def rows(v: Tensor | None) -> Tensor | None:
-            return _each_repeated(v, b, count)
-
-        with autocast_for(device):
-            branches = prepare_guidance(
-                network, rows(clip_f), rows(sync_f), rows(text_f), n, guidance,
-                clip_offset=clip_offset, negative_text_f=rows(negative_text_f),
-                prompted=rows(torch.as_tensor(prompted, device=device).expand(b)))
-        return guided_velocity(network, branches, guidance,
-                               steer if steer is None or count == 1 else steer.repeated(count))
+    with autocast_for(device):
+        branches = prepare_guidance(network, clip_f, sync_f, text_f, n, guidance,
+                                    clip_offset=clip_offset, negative_text_f=negative_text_f,
+                                    prompted=prompted)
+    velocity = guided_velocity(network, branches, guidance, steer)
 
     if generator is None:
         generator = make_generator(device, 0 if seed is None else seed)
+    shape = (b, n, network.config.latent_dim)
 
-    def fresh_noise(count: int = 1) -> Tensor:  # the start, then each step's share under renoise
-        return torch.randn((b * count, n, network.config.latent_dim), generator=generator,
-                           device=device, dtype=torch.float32)
+    def fresh_noise() -> Tensor:  # the start, then each step's fresh share under `renoise`
+        return torch.randn(shape, generator=generator, device=device, dtype=torch.float32)
 
+    noise = fresh_noise()
     known_n = mask = None
     if known is not None:
-        if (known_mask is None or known.shape[-2:] != (n, network.config.latent_dim)
-                or known_mask.shape != (n,)):
+        if known_mask is None or known.shape[-2:] != shape[-2:] or known_mask.shape != (n,):
             raise InputShapeError(
-                f"known must be (B, {n}, {network.config.latent_dim}) with known_mask ({n},), got "
+                f"known must be (B, {n}, {shape[2]}) with known_mask ({n},), got "
                 f"{tuple(known.shape)} and {None if known_mask is None else tuple(known_mask.shape)}"
             )
         known_n = network.normalize(known.float())
         mask = known_mask.to(device=device, dtype=torch.bool).view(1, n, 1)
-    x = chosen_sample(velocity_for, fresh_noise, steps, items=b, steer=steer,
-                      candidates=candidates, choose_at=choose_at, bounds=sound_bounds(network),
-                      known=known_n, known_mask=mask, renoise=renoise, progress=progress,
-                      cancelled=cancelled, step_offset=step_offset, total_steps=total_steps)
+    x = euler_sample(velocity, noise, steps, bounds=sound_bounds(network), known=known_n,
+                     known_mask=mask, renoise=renoise,
+                     fresh_noise=fresh_noise, progress=progress, cancelled=cancelled,
+                     step_offset=step_offset, total_steps=total_steps)
     return network.unnormalize(x)

@@ -27,7 +27,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -191,18 +191,6 @@ class ClassSteer:
             return None
         toward, away = guide.names(text_encoder, [*prompts, *negatives]).split(len(prompts))
         return cls.of(guide, toward, away)
-
-    def repeated(self, count: int) -> ClassSteer:
-        """The steer for a batch in which each item is repeated `count` times in a row."""
-        return replace(self, toward=self.toward.repeat_interleave(count, 0),
-                       away=self.away.repeat_interleave(count, 0))
-
-    def score(self, x: Tensor, t: float) -> Tensor:
-        """(B,) how surely the guide hears x (B, N, D) at t as the items' prompts ask: the
-        log-probability of each named class sounding and of each negated one not, weighed by how
-        surely each is named (the sum the directions climb)."""
-        logits = self.guide(x.float(), torch.full((x.shape[0],), float(t), device=x.device))
-        return (self.toward * F.logsigmoid(logits) + self.away * F.logsigmoid(-logits)).sum(-1)
 
     def direction(self, x: Tensor, t: float, toward: float = 1.0, away: float = 1.0) -> Tensor:
         """`toward` times the unit direction toward the named classes plus `away` times the one

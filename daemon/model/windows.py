@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from .config import SYNC_SEGMENT, NetworkConfig
-from .flow import CHOOSE_AT, RENOISE, Guidance, StepProgress, make_generator, sample
+from .flow import RENOISE, Guidance, StepProgress, make_generator, sample
 from .network import InputShapeError, V2ANetwork
 
 if TYPE_CHECKING:
@@ -154,8 +154,7 @@ def generate_latents(network: V2ANetwork, clip_f: Tensor, sync_f: Tensor, text_f
                      steps: int = 25, cfg: float = 4.5, seed: int = 0,
                      settings: WindowSettings | None = None, prompted: bool | Tensor = True,
                      guidance: Guidance | None = None, renoise: float = RENOISE,
-                     steer: ClassSteer | None = None, candidates: int = 1,
-                     choose_at: float = CHOOSE_AT, progress: StepProgress | None = None,
+                     steer: ClassSteer | None = None, progress: StepProgress | None = None,
                      cancelled: Callable[[], bool] | None = None) -> Tensor:
     """Data-space latents (B, latent_seq_len, latent_dim) for a clip of any length.
 
@@ -181,8 +180,7 @@ def generate_latents(network: V2ANetwork, clip_f: Tensor, sync_f: Tensor, text_f
         return sample(network, clip, sync, text_f, latent_seq_len=latent_seq_len,
                       negative_text_f=negative_text_f, steps=steps, cfg=cfg, seed=seed,
                       clip_offset=offset, prompted=prompted, guidance=guidance,
-                      renoise=renoise, steer=steer, candidates=candidates,
-                      choose_at=choose_at, progress=progress, cancelled=cancelled)
+                      renoise=renoise, steer=steer, progress=progress, cancelled=cancelled)
 
     plan = plan_clip_windows(network, latent_seq_len, settings)
     device = network.latent_mean.device
@@ -202,8 +200,7 @@ def generate_latents(network: V2ANetwork, clip_f: Tensor, sync_f: Tensor, text_f
                          negative_text_f=negative_text_f, steps=steps, cfg=cfg,
                          generator=generator, known=known, known_mask=known_mask,
                          clip_offset=offset, prompted=prompted, guidance=guidance,
-                         renoise=renoise, steer=steer, candidates=candidates,
-                         choose_at=choose_at, progress=progress,
+                         renoise=renoise, steer=steer, progress=progress,
                          cancelled=cancelled, step_offset=i * steps,
                          total_steps=total_steps)
         if w.shared > hold:
