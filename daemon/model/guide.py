@@ -210,6 +210,8 @@ def load_guide(weights: str | Path, latent_mean: Tensor, latent_std: Tensor,
     """The class guide stored beside `weights` (or at `path`), or None: when there is none, or
     when it was trained under other latent statistics than the network's (it would read its
     latents wrong; logged)."""
+    if path is not None and not Path(path).is_file():
+        raise FileNotFoundError(f"no class guide at {path}")
     path = Path(weights).parent / GUIDE_FILE if path is None else Path(path)
     if not path.exists():
         return None
@@ -353,47 +355,10 @@ def held_out_report(guide: ClassGuide, data: Tensor, labels: Tensor) -> dict:
     return report
 
 
-def filtered(guide: ClassGuide, x: Tensor, t: Tensor, labels: Tensor, size: float,
-             steps: int) -> Tensor:
-    """x (B, N, D) moved by the filter of RMS size at most `size`, the same change at every
-    frame (what the sampler's time-averaged steer can do), that most fools the guide: `steps`
-    steps of projected gradient ascent on its loss."""
-    shift = torch.zeros(x.shape[0], 1, x.shape[2], requires_grad=True)
-    for _ in range(steps):
-        loss = F.binary_cross_entropy_with_logits(guide(x + shift, t), labels)
-        (grad,) = torch.autograd.grad(loss, shift)
-        with torch.no_grad():
-            grad_rms = grad.pow(2).mean((1, 2), keepdim=True).sqrt().clamp_min(1e-12)
-            moved = shift + 2.5 * size / steps * grad / grad_rms
-            rms = moved.pow(2).mean((1, 2), keepdim=True).sqrt()
-            shift = (moved * (size / rms.clamp_min(1e-12)).clamp(max=1.0)).requires_grad_(True)
-    return x + shift.detach()
-
-
-def fooled_report(guide: ClassGuide, data: Tensor, labels: Tensor, size: float = 0.25,
-                  steps: int = 5) -> dict:
-    """Per t: how often the guide's most likely class is still one the clip has once each
-    clip is moved by the filter of RMS `size` that most fools it (`filtered`)."""
-    generator = torch.Generator().manual_seed(2)
-    report = {}
-    for t in (0.2, 0.5, 0.9):
-        times = torch.full((len(data),), t)
-        x = filtered(guide, noised(data, times, generator), times, labels, size, steps)
-        with torch.no_grad():
-            top = labels.gather(1, guide(x, times).argmax(1, keepdim=True))
-        report[f"top_class_heard_t{t}_filter{size}"] = round(top.mean().item(), 4)
-    return report
-
-
 def train(out: Path, weights: Path, clips: int, held_out: int, steps: int, workers: int,
-          phrases: int = 6000, robust: float = 0.0, robust_steps: int = 2,
-          examples: Path | None = None, log=print) -> dict:
+          phrases: int = 6000, log=print) -> dict:
     """Make `clips` training examples, fit the guide to them under the latent statistics of
-    the network at `weights`, fit its text map on `phrases` prompts, write it to `out`.
-
-    `robust` > 0 trains it on examples each moved by the filter of that RMS size (normalised
-    units) that most fools it (`filtered`), so that a filter alone cannot make it hear a class.
-    `examples`: a file that keeps the made examples (made and written when absent)."""
+    the network at `weights`, fit its text map on `phrases` prompts, write it to `out`."""
     from .text import MiniLMText
 
     torch.manual_seed(0)
@@ -402,13 +367,7 @@ def train(out: Path, weights: Path, clips: int, held_out: int, steps: int, worke
     guide = ClassGuide(latent_dim=state["latent_mean"].shape[-1])
     guide.latent_mean.copy_(state["latent_mean"].float())
     guide.latent_std.copy_(state["latent_std"].float())
-    if examples is not None and examples.exists():
-        latents, labels = torch.load(examples)
-        latents, labels = latents[:clips + held_out], labels[:clips + held_out]
-    else:
-        latents, labels = guide_set(GUIDE_SEEDS[:clips + held_out], workers)
-        if examples is not None:
-            torch.save((latents, labels), examples)
+    latents, labels = guide_set(GUIDE_SEEDS[:clips + held_out], workers)
     data = (latents.float() - guide.latent_mean) / guide.latent_std
     test, test_labels, data, labels = data[:held_out], labels[:held_out], data[held_out:], labels[held_out:]
     log(f"{clips} training clips, {held_out} held out, made in {time.time() - started:.0f} s")
@@ -422,10 +381,8 @@ def train(out: Path, weights: Path, clips: int, held_out: int, steps: int, worke
         pick = torch.randint(len(data), (32,), generator=generator)
         # t^0.7 draws a little more of the early path, where the sampler steers hardest.
         t = torch.rand(32, generator=generator) ** 0.7
-        x = noised(data[pick], t, generator)
-        if robust:
-            x = filtered(guide, x, t, labels[pick], robust, robust_steps)
-        loss = F.binary_cross_entropy_with_logits(guide(x, t), labels[pick])
+        loss = F.binary_cross_entropy_with_logits(guide(noised(data[pick], t, generator), t),
+                                                  labels[pick])
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
@@ -437,10 +394,8 @@ def train(out: Path, weights: Path, clips: int, held_out: int, steps: int, worke
             guide.train()
     guide.eval().requires_grad_(False)
     meta = {"clips": clips, "held_out_clips": held_out, "steps": steps,
-            "robust": {"filter_rms": robust, "steps": robust_steps} if robust else None,
             "seeds": f"{GUIDE_SEEDS.start}..", "latent_statistics_of": Path(weights).name,
             "held_out": held_out_report(guide, test, test_labels),
-            "held_out_fooled": fooled_report(guide, test, test_labels),
             "text_map": train_words(guide, MiniLMText(), phrases, log=log),
             "train_seconds": round(time.time() - started)}
     guide.save(out, meta)
@@ -458,18 +413,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--held-out", type=int, default=200)
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--robust", type=float, default=0.0,
-                        help="train on examples moved by the filter of this RMS size that most "
-                             "fools the guide (0: plain examples)")
-    parser.add_argument("--robust-steps", type=int, default=2,
-                        help="gradient steps that find that filter")
-    parser.add_argument("--examples", type=Path, default=None,
-                        help="keep the made examples in this file (made when absent)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    train(args.out, args.weights, args.clips, args.held_out, args.steps, args.workers,
-          robust=args.robust, robust_steps=args.robust_steps, examples=args.examples)
+    train(args.out, args.weights, args.clips, args.held_out, args.steps, args.workers)
 
 
 if __name__ == "__main__":
